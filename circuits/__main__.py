@@ -1,0 +1,3 @@
+from circuits.cli import main
+
+main()

@@ -1,0 +1,106 @@
+"""The `circuits` command line (typer). Thin: parse, resolve the config, call a protocol, print."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from circuits import api, registry
+from circuits.errors import CircuitsError
+from circuits.store import write_json
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="A testbed for the circuit-efficiency theory of grokking (Varma et al. 2023).")
+
+ARCH = typer.Option(None, "--arch", help="transformer | mlp | rnn | lstm | gru | birnn")
+PRESET = typer.Option("quick", "--preset", help="quick (minutes on a 2-core CPU) | paper (the published setting)")
+OUT = typer.Option(None, "--out", help="run directory [default: runs/PROTOCOL/PRESET-ARCH-HASH]")
+
+
+def _summary(v: dict) -> str:
+    m = v.get("measured", {})
+    keys = [k for k, x in m.items() if isinstance(x, (int, float)) and not isinstance(x, bool)][:6]
+    nums = ", ".join(f"{k}={m[k]:.4g}" if isinstance(m[k], float) else f"{k}={m[k]}" for k in keys)
+    return nums
+
+
+@app.command("list")
+def list_() -> None:
+    """List protocols, their claims and presets."""
+    for p in registry.protocols().values():
+        typer.echo(f"{p.name:<14} [{', '.join(p.presets)}]  {p.claim}")
+
+
+@app.command()
+def run(protocol: str = typer.Argument(..., help="a protocol name (see `circuits list`)"),
+        arch: Optional[str] = ARCH,
+        p: Optional[int] = typer.Option(None, "--p", help="the modulus p"),
+        frac: Optional[float] = typer.Option(None, "--frac", help="training fraction in (0, 1]"),
+        preset: str = PRESET,
+        config: Optional[Path] = typer.Option(None, "--config", help="a YAML file of config fields"),
+        set_: List[str] = typer.Option([], "--set", help="override a field: --set model.d_model=64 (repeatable)"),
+        seeds: Optional[int] = typer.Option(None, "--seeds", help="run seeds 0..N-1"),
+        device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda"),
+        out: Optional[Path] = OUT,
+        fresh: bool = typer.Option(False, "--fresh", help="delete the run directory first instead of resuming it")) -> None:
+    """Run one protocol; writes config.yaml, meta.json, metrics.csv, figure.png/.pdf and verdict.json."""
+    v = api.run_protocol(protocol, preset, out=out, fresh=fresh, arch=arch, p=p, frac=frac, seeds=seeds,
+                         device=device, config_file=str(config) if config else None, overrides=set_)
+    typer.echo(f"{v['protocol']}: {v['status']}  ({_summary(v)})")
+    typer.echo(f"run directory: {v['run_dir']}  (figure.png, verdict.json)")
+
+
+@app.command()
+def check(preset: str = PRESET,
+          out: Path = typer.Option(Path("runs/check"), "--out", help="where the check's runs and check.json go"),
+          only: List[str] = typer.Option([], "--only", help="check only these protocols (repeatable)"),
+          device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda")) -> None:
+    """Run every protocol's check variants with a preset; exit 1 unless every status is `holds`."""
+    rows = []
+    for proto in registry.protocols().values():
+        if only and proto.name not in only:
+            continue
+        for variant in proto.check:
+            t0 = time.perf_counter()
+            name = "-".join([proto.name, *map(str, variant.values())])
+            v = api.run_protocol(proto.name, preset, out=out / name, fresh=True, device=device,
+                                 arch=variant.get("arch"), overrides=[f"{k}={x}" for k, x in variant.items() if k != "arch"])
+            rows.append({"check": name, "protocol": proto.name, "claim": proto.claim, "status": v["status"],
+                         "numbers": _summary(v), "seconds": round(time.perf_counter() - t0, 1), "run_dir": v["run_dir"]})
+            typer.echo(f"{name:<28} {v['status']:<13} {rows[-1]['seconds']:>7.1f}s  {rows[-1]['numbers']}")
+    write_json(out / "check.json", {"preset": preset, "passed": all(r["status"] == "holds" for r in rows), "checks": rows})
+    typer.echo(f"\n{sum(r['status'] == 'holds' for r in rows)}/{len(rows)} hold; details in {out / 'check.json'}")
+    if not all(r["status"] == "holds" for r in rows):
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    """Entry point: user errors end with one line on stderr and exit code 2, never a traceback."""
+    try:  # typer >= 0.20 carries its own click
+        from typer._click import exceptions as click_exc
+    except ImportError:  # pragma: no cover
+        from click import exceptions as click_exc
+
+    try:
+        rc = app(standalone_mode=False)
+    except CircuitsError as e:
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    except click_exc.UsageError as e:
+        if type(e).__name__ == "NoArgsIsHelpError":  # typer has printed the help already
+            sys.exit(0)
+        typer.echo(f"error: {e.format_message()}", err=True)
+        sys.exit(2)
+    except click_exc.ClickException as e:
+        typer.echo(f"error: {e.format_message()}", err=True)
+        sys.exit(e.exit_code)
+    except (typer.Exit, click_exc.__dict__.get("Exit", typer.Exit)) as e:
+        sys.exit(e.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    sys.exit(rc if isinstance(rc, int) else 0)

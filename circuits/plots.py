@@ -1,0 +1,58 @@
+"""Figure helpers: headless (Agg unless MPLBACKEND says otherwise), PNG + PDF written atomically."""
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import matplotlib
+
+if "MPLBACKEND" not in os.environ:
+    matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from circuits.store import atomic_write_bytes  # noqa: E402
+
+sns.set_theme(style="whitegrid", context="paper")
+
+
+def subplots(nrows=1, ncols=1, **kw):
+    kw.setdefault("figsize", (5.0 * ncols, 2.8 * nrows))
+    kw.setdefault("constrained_layout", True)
+    return plt.subplots(nrows, ncols, squeeze=False, **kw)
+
+
+def save(fig, run_dir, name: str = "figure") -> Path:
+    """Write name.png and name.pdf into run_dir; returns the PNG's path."""
+    for ext in ("pdf", "png"):
+        buf = io.BytesIO()
+        fig.savefig(buf, format=ext, dpi=130)
+        atomic_write_bytes(Path(run_dir) / f"{name}.{ext}", buf.getvalue())
+    plt.close(fig)
+    return Path(run_dir) / f"{name}.png"
+
+
+def seed_band(ax, histories: list[list[dict]], key: str, label: str | None = None, color=None, log_x=True):
+    """Mean over seeds as a line, min-max over seeds shaded; each seed's rows are {step, key}."""
+    steps = sorted({r["step"] for h in histories for r in h if key in r and (r["step"] > 0 or not log_x)})
+    if not steps:
+        return
+    table = np.full((len(histories), len(steps)), np.nan)
+    col = {s: i for i, s in enumerate(steps)}
+    for i, h in enumerate(histories):
+        for r in h:
+            if r["step"] in col and key in r:
+                table[i, col[r["step"]]] = r[key]
+    with np.errstate(all="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean, lo, hi = np.nanmean(table, 0), np.nanmin(table, 0), np.nanmax(table, 0)
+    (line,) = ax.plot(steps, mean, label=label, color=color, lw=1.4)
+    if len(histories) > 1:
+        ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
+    if log_x:
+        ax.set_xscale("log")

@@ -1,0 +1,156 @@
+"""The training loop: full batch (default) or minibatch, warm-up, weight decay, phases, early stop,
+divergence, checkpoints.
+
+A run is a list of `Phase`s. Each has its own step budget and may swap the training set (e.g. a
+nested subset, for ungrokking), the weight decay or the learning rate, and may restart the
+optimiser. Every `eval_every` steps (and at each phase's end) the model is measured on train and
+test (`metrics.evaluate`); `stop(row)` may end the run there. A non-finite loss ends it as
+`diverged`. With a checkpoint path the run saves itself every `checkpoint_every` steps and a
+re-run with the same path resumes where it stopped, with the same numbers as an unbroken run.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from circuits.config import OptimConfig, TrainConfig
+from circuits.metrics import evaluate
+from circuits.store import load_torch, save_torch
+from circuits.tasks import Dataset
+
+
+@dataclass
+class Phase:
+    steps: int
+    train_idx: torch.Tensor | None = None   # None: the dataset's training split
+    weight_decay: float | None = None       # None: the optimiser config's
+    lr: float | None = None
+    fresh_optimizer: bool = False           # new optimiser state (and warm-up) at the phase start
+    name: str = ""
+
+
+@dataclass
+class Result:
+    history: list[dict] = field(default_factory=list)  # one row per evaluation
+    status: str = "done"                               # done | stopped | diverged
+    step: int = 0
+    seconds: float = 0.0
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        from circuits.errors import CircuitsError
+        raise CircuitsError("--device cuda was asked for, but torch sees no CUDA device")
+    return torch.device(name)
+
+
+def make_optimizer(params, cfg: OptimConfig, weight_decay: float, lr: float) -> torch.optim.Optimizer:
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, betas=cfg.betas, weight_decay=weight_decay)
+    if cfg.name == "adam":  # L2 penalty through the gradient
+        return torch.optim.Adam(params, lr=lr, betas=cfg.betas, weight_decay=weight_decay)
+    if cfg.name == "nadam":
+        return torch.optim.NAdam(params, lr=lr, betas=cfg.betas, weight_decay=weight_decay)
+    if cfg.name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
+                               weight_decay=weight_decay)
+    return torch.optim.RMSprop(params, lr=lr, weight_decay=weight_decay)
+
+
+def train(model, data: Dataset, optim: OptimConfig, cfg: TrainConfig, *, phases: list[Phase] | None = None,
+          stop: Callable[[dict], bool] | None = None, extra_metrics=(), checkpoint: str | Path | None = None,
+          progress: Callable[[int, int, dict], None] | None = None, seed: int = 0) -> Result:
+    phases = phases or [Phase(cfg.steps)]
+    total = sum(ph.steps for ph in phases)
+    res, pos = Result(), {"phase": 0, "phase_step": 0, "opt_step": 0}
+    gen = torch.Generator().manual_seed(seed)      # minibatch order
+    opt = None
+    t_start = time.perf_counter()
+
+    if checkpoint and os.path.exists(checkpoint):
+        ck = load_torch(checkpoint)
+        model.load_state_dict(ck["model"])
+        res, pos = Result(**ck["result"]), ck["pos"]
+        gen.set_state(ck["gen"])
+        torch.set_rng_state(ck["rng"])
+        ph = phases[pos["phase"]]
+        opt = make_optimizer(model.parameters(), optim, _wd(ph, optim), ph.lr or optim.lr)
+        opt.load_state_dict(ck["opt"])
+        t_start -= res.seconds
+        if res.status != "done" or res.step >= total:
+            return res
+
+    def record(phase_i: int) -> bool:
+        """Evaluate, append a row, report progress; True if the run must end here."""
+        row = {"step": res.step, "phase": phase_i, **evaluate(model, data.with_train(train_idx), extra_metrics)}
+        row["time"] = round(time.perf_counter() - t_start, 3)
+        res.history.append(row)
+        if progress:
+            progress(res.step, total, row)
+        if not all(torch.isfinite(torch.tensor(v)) for k, v in row.items() if k.endswith("loss")):
+            res.status = "diverged"
+        elif stop is not None and stop(row):
+            res.status = "stopped"
+        return res.status != "done"
+
+    def save():
+        res.seconds = time.perf_counter() - t_start
+        save_torch(checkpoint, {"model": model.state_dict(), "opt": opt.state_dict(), "result": vars(res),
+                                "pos": dict(pos), "gen": gen.get_state(), "rng": torch.get_rng_state()})
+
+    model.train()
+    for phase_i in range(pos["phase"], len(phases)):
+        ph = phases[phase_i]
+        train_idx = data.train_idx if ph.train_idx is None else ph.train_idx.to(data.tokens.device)
+        x, y = data.tokens[train_idx], data.labels[train_idx]        # [n_train, n_ctx], [n_train]
+        lr = ph.lr or optim.lr
+        if pos["phase_step"] == 0:                                    # entering this phase (not resuming it)
+            if opt is None or ph.fresh_optimizer:
+                opt = make_optimizer(model.parameters(), optim, _wd(ph, optim), lr)
+                pos["opt_step"] = 0
+            for group in opt.param_groups:
+                group["weight_decay"] = _wd(ph, optim)
+            if not res.history or res.history[-1]["step"] != res.step:
+                if record(phase_i):
+                    break
+        while pos["phase_step"] < ph.steps:
+            if optim.batch_size and optim.batch_size < len(y):
+                idx = torch.randperm(len(y), generator=gen)[: optim.batch_size].to(y.device)
+                xb, yb = x[idx], y[idx]
+            else:
+                xb, yb = x, y
+            for group in opt.param_groups:
+                group["lr"] = lr * (min(pos["opt_step"] / optim.warmup, 1.0) if optim.warmup else 1.0)
+            loss = F.cross_entropy(model(xb), yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            res.step += 1
+            pos["phase_step"] += 1
+            pos["opt_step"] += 1
+            if res.step % cfg.eval_every == 0 or pos["phase_step"] == ph.steps:
+                if record(phase_i):
+                    break
+            if checkpoint and res.step % cfg.checkpoint_every == 0:
+                save()
+        if res.status != "done":
+            break
+        pos["phase"], pos["phase_step"] = phase_i + 1, 0
+
+    res.seconds = time.perf_counter() - t_start
+    if checkpoint:
+        pos["phase"] = min(pos["phase"], len(phases) - 1)
+        save()
+    return res
+
+
+def _wd(ph: Phase, optim: OptimConfig) -> float:
+    return optim.weight_decay if ph.weight_decay is None else ph.weight_decay
