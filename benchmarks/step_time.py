@@ -1,7 +1,7 @@
 """Time one full-batch AdamW step of the canonical config (p = 113, fraction 0.3, 3,830 training
 pairs): circuits' trainer step against a plain PyTorch reference, in the same run.
 
-    python benchmarks/step_time.py [--steps 30] [--threads 2]
+    python -m benchmarks.step_time [--steps 20] [--threads 2]
 
 Prints ms per step for each and the ratio (target: ours <= 1/3 of the reference on a 2-core CPU).
 """
@@ -26,7 +26,7 @@ def time_steps(model, x, y, steps: int, repeats: int) -> float:
     opt = make_optimizer(model.parameters(), OptimConfig(), weight_decay=1.0, lr=1e-3)
 
     def step():
-        loss = F.cross_entropy(model(x), y)
+        loss = F.cross_entropy(model(x).double(), y)   # as circuits.train
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -29,14 +29,22 @@ def run_protocol(protocol: str, preset: str = "quick", *, out: str | Path | None
     run_dir = Path(out) if out else default_out(cfg)
     if fresh and run_dir.exists():
         shutil.rmtree(run_dir)
-    done = run_dir / "verdict.json"
-    if done.exists() and (run_dir / "config.yaml").exists() and _same_config(run_dir, cfg):
-        verdict = read_json(done)
+    return run_config(cfg, run_dir)
+
+
+def run_config(cfg: config.Config, run_dir) -> dict:
+    """Run a resolved config into run_dir, or read back its verdict if that run finished already."""
+    run_dir = Path(run_dir)
+    if is_done(cfg, run_dir):
+        verdict = read_json(run_dir / "verdict.json")
     else:
-        verdict = registry.get(protocol).run(cfg, run_dir).to_dict()
+        verdict = registry.get(cfg.protocol).run(cfg, run_dir).to_dict()
     return {**verdict, "run_dir": str(run_dir)}
 
 
-def _same_config(run_dir: Path, cfg: config.Config) -> bool:
-    saved = config.load_yaml(run_dir / "config.yaml")
-    return config_hash(saved) == config_hash(config.to_dict(cfg))
+def is_done(cfg: config.Config, run_dir) -> bool:
+    """True when run_dir holds a verdict of this very config (verdict.json is written last)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "verdict.json").exists() or not (run_dir / "config.yaml").exists():
+        return False
+    return config_hash(config.load_yaml(run_dir / "config.yaml")) == config_hash(config.to_dict(cfg))

@@ -1,7 +1,7 @@
 """The `circuits` command line (typer). Thin: parse, resolve the config, call a protocol, print."""
 from __future__ import annotations
 
-import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -9,7 +9,7 @@ from typing import List, Optional
 
 import typer
 
-from circuits import api, registry
+from circuits import api, registry, sweep
 from circuits.errors import CircuitsError
 from circuits.store import write_json
 
@@ -46,10 +46,33 @@ def run(protocol: str = typer.Argument(..., help="a protocol name (see `circuits
         seeds: Optional[int] = typer.Option(None, "--seeds", help="run seeds 0..N-1"),
         device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda"),
         out: Optional[Path] = OUT,
-        fresh: bool = typer.Option(False, "--fresh", help="delete the run directory first instead of resuming it")) -> None:
-    """Run one protocol; writes config.yaml, meta.json, metrics.csv, figure.png/.pdf and verdict.json."""
-    v = api.run_protocol(protocol, preset, out=out, fresh=fresh, arch=arch, p=p, frac=frac, seeds=seeds,
-                         device=device, config_file=str(config) if config else None, overrides=set_)
+        fresh: bool = typer.Option(False, "--fresh", help="delete the run directory first instead of resuming it"),
+        sweep_: List[str] = typer.Option([], "--sweep", help="sweep a field: --sweep task.frac=0.3,0.5 (repeatable; "
+                                         "a grid with the seeds, one run directory per point, gathered in sweep.csv)"),
+        workers: Optional[int] = typer.Option(None, "--workers", help="sweep worker processes [default: one per core]"),
+        executor: str = typer.Option("local", "--executor", help="local | slurm (a job array through submitit)"),
+        partition: Optional[str] = typer.Option(None, "--slurm-partition", help="Slurm partition"),
+        time_min: int = typer.Option(60, "--slurm-time", help="Slurm time limit per point, minutes"),
+        cpus: int = typer.Option(2, "--slurm-cpus", help="CPUs per Slurm task"),
+        gpus: int = typer.Option(0, "--slurm-gpus", help="GPUs per Slurm task"),
+        stacked: Optional[bool] = typer.Option(None, "--stack/--no-stack", help="train a sweep's points of one model "
+                                               "shape as one stacked model [default: on with CUDA, off on CPU]")) -> None:
+    """Run one protocol; writes config.yaml, meta.json, metrics.csv, figure.png/.pdf and verdict.json.
+    With --sweep (or a preset's sweep), runs the grid and writes sweep.csv."""
+    cfg = api.resolve(protocol, preset, arch=arch, p=p, frac=frac, seeds=seeds, device=device,
+                      config_file=str(config) if config else None, overrides=set_)
+    cfg.sweep = {**cfg.sweep, **sweep.parse_axes(sweep_)}
+    run_dir = out or api.default_out(cfg)
+    if fresh and Path(run_dir).exists():
+        shutil.rmtree(run_dir)
+    if cfg.sweep or executor != "local":
+        if workers is not None and workers < 1:
+            raise CircuitsError(f"--workers must be >= 1, got {workers}")
+        opts = sweep.SlurmOptions(partition=partition, time_min=time_min, cpus=cpus, gpus=gpus)
+        path = sweep.run_sweep(cfg, run_dir, workers=workers, executor=executor, slurm=opts, stacked=stacked)
+        typer.echo(f"sweep table: {path}")
+        return
+    v = api.run_config(cfg, run_dir)
     typer.echo(f"{v['protocol']}: {v['status']}  ({_summary(v)})")
     typer.echo(f"run directory: {v['run_dir']}  (figure.png, verdict.json)")
 

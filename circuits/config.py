@@ -122,6 +122,7 @@ class Config:
     seeds: list[int] = field(default_factory=lambda: [0])
     criteria: dict[str, float] = field(default_factory=dict)   # the protocol's written verdict criteria
     params: dict[str, Any] = field(default_factory=dict)       # the protocol's own knobs
+    sweep: dict[str, list] = field(default_factory=dict)       # a grid: {"task.frac": [0.3, 0.5]} (circuits.sweep)
 
     def __post_init__(self):
         _check(len(self.seeds) >= 1 and all(isinstance(s, int) for s in self.seeds), "seeds must be a non-empty list of integers")
@@ -184,21 +185,34 @@ def deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
+ALIASES = {"data": "task"}   # `--sweep data.frac=...` reads as task.frac
+
+
+def nest(key: str, value) -> dict:
+    """'model.d_model', 64 -> {'model': {'d_model': 64}}."""
+    parts = key.strip().split(".")
+    parts[0] = ALIASES.get(parts[0], parts[0])
+    if not all(parts):
+        raise CircuitsError(f"empty part in the key {key!r}")
+    out = value
+    for part in reversed(parts):
+        out = {part: out}
+    return out
+
+
 def parse_override(item: str) -> dict:
     """'model.d_model=64' -> {'model': {'d_model': 64}}; the value is read as YAML."""
     if "=" not in item:
         raise CircuitsError(f"--set expects key=value, got {item!r}")
     key, raw = item.split("=", 1)
+    return nest(key, read_value(raw))
+
+
+def read_value(raw: str):
     try:
-        value = yaml.safe_load(raw) if raw else ""
+        return yaml.safe_load(raw) if raw else ""
     except yaml.YAMLError:
-        value = raw
-    out: dict = value
-    for part in reversed(key.strip().split(".")):
-        if not part:
-            raise CircuitsError(f"--set has an empty key part: {item!r}")
-        out = {part: out}
-    return out
+        return raw
 
 
 def load_yaml(path) -> dict:

@@ -4,13 +4,15 @@ On a terminal it redraws one line; otherwise (CI logs) it prints a line every 10
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 
 
 class Bar:
     def __init__(self, label: str, stream=None, quiet: bool = False):
-        self.label, self.stream, self.quiet = label, stream or sys.stderr, quiet
+        self.label, self.stream = label, stream or sys.stderr
+        self.quiet = quiet or os.environ.get("CIRCUITS_QUIET") == "1"   # set in sweep workers
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.t0, self.last_tenth = time.perf_counter(), -1
 

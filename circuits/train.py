@@ -79,14 +79,14 @@ def train(model, data: Dataset, optim: OptimConfig, cfg: TrainConfig, *, phases:
         ck = load_torch(checkpoint)
         model.load_state_dict(ck["model"])
         res, pos = Result(**ck["result"]), ck["pos"]
+        if res.status != "done" or res.step >= total:                # finished: nothing to resume
+            return res
         gen.set_state(ck["gen"])
         torch.set_rng_state(ck["rng"])
         ph = phases[pos["phase"]]
         opt = make_optimizer(model.parameters(), optim, _wd(ph, optim), ph.lr or optim.lr)
         opt.load_state_dict(ck["opt"])
         t_start -= res.seconds
-        if res.status != "done" or res.step >= total:
-            return res
 
     def record(phase_i: int) -> bool:
         """Evaluate, append a row, report progress; True if the run must end here."""
@@ -129,7 +129,7 @@ def train(model, data: Dataset, optim: OptimConfig, cfg: TrainConfig, *, phases:
                 xb, yb = x, y
             for group in opt.param_groups:
                 group["lr"] = lr * (min(pos["opt_step"] / optim.warmup, 1.0) if optim.warmup else 1.0)
-            loss = F.cross_entropy(model(xb), yb)
+            loss = F.cross_entropy(model(xb).double(), yb)   # float64 as Nanda et al.: no float32 loss floor
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

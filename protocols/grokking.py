@@ -29,13 +29,22 @@ def judge(times: dict, status: str, crit: dict) -> str:
     return "holds" if delayed and unfit else "fails"
 
 
+def criteria(cfg: Config) -> dict:
+    return {"train_acc": 0.99, "test_acc": 0.99, "min_delay_factor": 2.0, "max_test_acc_at_fit": 0.5, **cfg.criteria}
+
+
+def stop_rule(cfg: Config):
+    """Training ends once both accuracies pass their thresholds (also used by stacked sweeps)."""
+    crit = criteria(cfg)
+    return lambda row: row["train_acc"] >= crit["train_acc"] and row.get("test_acc", 0.0) >= crit["test_acc"]
+
+
 def run(cfg: Config, run_dir) -> Verdict:
-    crit = {"train_acc": 0.99, "test_acc": 0.99, "min_delay_factor": 2.0, "max_test_acc_at_fit": 0.5, **cfg.criteria}
+    crit = criteria(cfg)
     started = begin(cfg, run_dir)
-    stop = lambda row: row["train_acc"] >= crit["train_acc"] and row.get("test_acc", 0.0) >= crit["test_acc"]
     histories, per_seed, statuses = {}, {}, []
     for seed in cfg.seeds:
-        t = train_seed(cfg, seed, run_dir, stop=stop)
+        t = train_seed(cfg, seed, run_dir, stop=stop_rule(cfg))
         h = t.result.history
         times = grokking_times(h, crit["test_acc"])
         status = judge(times, t.result.status, crit)

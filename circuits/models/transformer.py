@@ -39,6 +39,7 @@ class Block(nn.Module):
         self.ln2 = nn.LayerNorm(d) if cfg.layernorm else nn.Identity()
         self.act = F.relu if cfg.act == "relu" else F.gelu
         self.scale = 1 / math.sqrt(e)
+        self.bag = True   # attention output through embedding_bag (False under torch.vmap: circuits.stack)
 
     def mlp(self, x):                                              # [..., d_model]
         return self.act(x @ self.W_in + self.b_in) @ self.W_out + self.b_out
@@ -84,9 +85,13 @@ class Block(nn.Module):
         pv = pos * V + tokens                                                   # [b, n_ctx] flat (pos, token)
         scores = F.embedding(pv * V + t_last[:, None], S.reshape(-1, H))       # [b, n_ctx, H]
         pattern = scores.softmax(1)                                             # over key positions
-        ov_idx = pv[:, :, None] * H + torch.arange(H, device=tokens.device)     # [b, n_ctx, H]
-        attn_out = F.embedding_bag(ov_idx.flatten(1), OV.reshape(-1, d), mode="sum",
-                                   per_sample_weights=pattern.flatten(1))       # [b, d_model]
+        if self.bag:  # fastest on a CPU; torch.vmap has no batching rule for it
+            ov_idx = pv[:, :, None] * H + torch.arange(H, device=tokens.device)     # [b, n_ctx, H]
+            attn_out = F.embedding_bag(ov_idx.flatten(1), OV.reshape(-1, d), mode="sum",
+                                       per_sample_weights=pattern.flatten(1))       # [b, d_model]
+        else:
+            ov = F.embedding(pv, OV.reshape(n_ctx * V, H * d)).view(*pv.shape, H, d)  # [b, n_ctx, H, d_model]
+            attn_out = torch.einsum("bph,bphd->bd", pattern, ov)
         x_last = F.embedding(t_last, tables[-1]) + attn_out                     # [b, d_model]
         return x_last + self.mlp(self.ln2(x_last))
 

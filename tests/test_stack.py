@@ -1,0 +1,52 @@
+import pytest
+import torch
+
+from circuits.config import Config, ModelConfig, OptimConfig, TaskConfig, TrainConfig
+from circuits.experiment import build
+from circuits.stack import stack_key, train_stacked
+from circuits.train import train
+
+
+def _cfgs(arch):
+    model = ModelConfig(arch=arch, d_model=32, d_head=8, d_mlp=64)
+    out = []
+    for seed, frac, wd, lr in [(0, 0.3, 1.0, 1e-3), (1, 0.5, 0.3, 3e-3), (2, 0.4, 0.0, 2e-3)]:
+        out.append(Config(task=TaskConfig(p=23, frac=frac, split_seed=seed), model=model,
+                          optim=OptimConfig(lr=lr, weight_decay=wd, warmup=3),
+                          train=TrainConfig(steps=12, eval_every=4), seeds=[seed]))
+    return out
+
+
+@pytest.mark.parametrize("arch", ["transformer", "mlp"])
+def test_stacked_training_equals_separate_runs(arch):
+    cfgs = _cfgs(arch)
+    assert len({stack_key(c) for c in cfgs}) == 1
+    separate = []
+    for c in cfgs:
+        model, data = build(c, c.seeds[0], "cpu")
+        separate.append((train(model, data, c.optim, c.train, seed=c.seeds[0]), model))
+    built = [build(c, c.seeds[0], "cpu") for c in cfgs]
+    stacked = train_stacked([m for m, _ in built], [d for _, d in built], cfgs, [None] * 3, torch.device("cpu"))
+    for (ref, ref_model), res, (model, _) in zip(separate, stacked, built):
+        assert [r["step"] for r in res.history] == [r["step"] for r in ref.history] == [0, 4, 8, 12]
+        for a, b in zip(res.history, ref.history):
+            for k in b:
+                if k != "time":
+                    assert a[k] == pytest.approx(b[k], abs=1e-5, rel=1e-5), k
+        for (name, p), q in zip(model.named_parameters(), ref_model.parameters()):
+            torch.testing.assert_close(p, q, atol=1e-5, rtol=1e-5, msg=name)
+
+
+def test_a_member_stops_on_its_own_criterion():
+    cfgs = _cfgs("mlp")
+    built = [build(c, c.seeds[0], "cpu") for c in cfgs]
+    stops = [None, lambda row: row["step"] >= 4, None]
+    res = train_stacked([m for m, _ in built], [d for _, d in built], cfgs, stops, torch.device("cpu"))
+    assert res[1].status == "stopped" and res[1].step == 4 and res[1].history[-1]["step"] == 4
+    assert res[0].status == res[2].status == "done" and res[0].step == 12
+
+
+def test_unstackable_configs():
+    c = _cfgs("mlp")[0]
+    c.optim.batch_size = 8
+    assert stack_key(c) is None
