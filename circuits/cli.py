@@ -84,9 +84,11 @@ def check(preset: str = PRESET,
           device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda")) -> None:
     """Run every protocol's check variants with a preset; exit 1 unless every status is `holds`."""
     rows = []
+    typer.echo(f"{'check':<28} {'status':<13} {'seconds':>8}  key numbers")
     for proto in registry.protocols().values():
         if only and proto.name not in only:
             continue
+        typer.echo(f"# {proto.name}: {proto.claim}")
         for variant in proto.check:
             t0 = time.perf_counter()
             name = "-".join([proto.name, *map(str, variant.values())])

@@ -35,7 +35,8 @@ def save(fig, run_dir, name: str = "figure") -> Path:
 
 
 def seed_band(ax, histories: list[list[dict]], key: str, label: str | None = None, color=None, log_x=True):
-    """Mean over seeds as a line, min-max over seeds shaded; each seed's rows are {step, key}."""
+    """One thin line per seed and the min-max over the seeds still running shaded; rows are {step, key}.
+    (A run stopped early by its protocol's criterion simply ends: nothing is filled in after it.)"""
     steps = sorted({r["step"] for h in histories for r in h if key in r and (r["step"] > 0 or not log_x)})
     if not steps:
         return
@@ -45,14 +46,14 @@ def seed_band(ax, histories: list[list[dict]], key: str, label: str | None = Non
         for r in h:
             if r["step"] in col and key in r:
                 table[i, col[r["step"]]] = r[key]
-    with np.errstate(all="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            mean, lo, hi = np.nanmean(table, 0), np.nanmin(table, 0), np.nanmax(table, 0)
-    (line,) = ax.plot(steps, mean, label=label, color=color, lw=1.4)
+    for i, row in enumerate(table):
+        (line,) = ax.plot(steps, row, color=color, lw=1.3 if len(histories) == 1 else 1.0,
+                          alpha=1.0 if len(histories) == 1 else 0.8, label=label if i == 0 else None)
+        color = line.get_color()
     if len(histories) > 1:
-        ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
+        ok = (~np.isnan(table)).sum(0) >= 2
+        lo = np.where(ok, np.nanmin(np.where(np.isnan(table), np.inf, table), 0), np.nan)
+        hi = np.where(ok, np.nanmax(np.where(np.isnan(table), -np.inf, table), 0), np.nan)
+        ax.fill_between(steps, lo, hi, color=color, alpha=0.2, lw=0)
     if log_x:
         ax.set_xscale("log")

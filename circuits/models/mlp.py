@@ -28,13 +28,16 @@ class MLP(nn.Module):
         self.b_U = nn.Parameter(torch.zeros(d_vocab))
         self.act = F.relu if cfg.act == "relu" else F.gelu
         self.drop = nn.Dropout(cfg.dropout)
+        self.bag = True
 
     def first_layer(self, tokens):                                   # [b, n_ctx] -> [b, d_mlp]
         if not self.cfg.fast:
             return self.W_E[tokens].flatten(1) @ self.W_in + self.b_in  # [b, n_ctx * d_model] @ W_in
         W_in = self.W_in.view(self.n_ctx, -1, self.W_in.shape[1])    # [n_ctx, d_model, d_mlp]
         table = torch.einsum("vd,pdm->pvm", self.W_E, W_in)          # [n_ctx, d_vocab, d_mlp]
-        pos = torch.arange(self.n_ctx, device=tokens.device)[None]
+        pos = torch.arange(self.n_ctx, device=tokens.device)
+        if self.bag:  # gather-and-sum in one op; torch.vmap has no batching rule for it (circuits.stack)
+            return F.embedding_bag(pos * table.shape[1] + tokens, table.flatten(0, 1), mode="sum") + self.b_in
         return table[pos, tokens].sum(1) + self.b_in
 
     def forward(self, tokens):                                       # [b, n_ctx] -> [b, d_vocab]
