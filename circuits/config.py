@@ -262,3 +262,26 @@ def resolve(protocol: str, presets: dict, preset: str = "quick", *, arch: str | 
     for layer in [base, by_arch.get(chosen) or {}, file, cli]:
         d = deep_merge(d, layer)
     return from_dict(Config, d)
+
+
+def protocol_fields(given: dict, defaults: dict, what: str) -> dict:
+    """A protocol's `params` or `criteria` over its defaults: an unknown key or a value of the wrong
+    type is a CircuitsError. Lists and None defaults take any value; numbers take their default's type."""
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        names = ", ".join(f"{what}.{k}" for k in unknown)
+        raise CircuitsError(f"unknown config key(s) {names} (known: {', '.join(defaults)})")
+    out = dict(defaults)
+    for k, v in given.items():
+        d = defaults[k]
+        if d is None or isinstance(d, (list, dict, str)):
+            out[k] = v
+        elif isinstance(d, bool):
+            if not isinstance(v, bool):
+                raise CircuitsError(f"bad value for {what}.{k}: {v!r} (expected true or false)")
+            out[k] = v
+        elif isinstance(v, bool) or not isinstance(v, (int, float)) or (isinstance(d, int) and v != int(v)):
+            raise CircuitsError(f"bad value for {what}.{k}: {v!r} (expected {type(d).__name__})")
+        else:
+            out[k] = type(d)(v)
+    return out

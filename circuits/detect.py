@@ -12,10 +12,10 @@ from typing import Any
 STATUSES = ("holds", "fails", "inconclusive", "diverged")
 
 
-def first_step(history: list[dict], key: str, threshold: float, after: int = -1) -> int | None:
-    """First evaluated step after `after` at which history[key] >= threshold, else None."""
+def first_step(history: list[dict], key: str, threshold: float, after: int = -1, below: bool = False) -> int | None:
+    """First evaluated step after `after` at which history[key] >= threshold (<= with below), else None."""
     for row in history:
-        if row["step"] > after and row.get(key, float("-inf")) >= threshold:
+        if row["step"] > after and key in row and (row[key] <= threshold if below else row[key] >= threshold):
             return row["step"]
     return None
 
@@ -39,24 +39,28 @@ def grokking_times(history: list[dict], threshold: float = 0.99) -> dict[str, An
     return out
 
 
-def plateaus(history: list[dict], key: str, lo: float, hi: float, min_steps: int, after: int = 0) -> list[tuple[int, int]]:
-    """Maximal runs of consecutive evals after step `after` with lo <= history[key] <= hi that last at
-    least `min_steps` steps: [(first_step, last_step), ...]."""
-    out, start, last = [], None, None
-    for row in history:
-        if row["step"] < after:
+def plateaus(history: list[dict], key: str, lo: float, hi: float, min_steps: int, after: int = 0,
+             max_spread: float = 1.0) -> list[tuple[int, int]]:
+    """Runs of consecutive evals after step `after` with lo <= history[key] <= hi, whose values stay
+    within `max_spread` of each other (flat, not a slow rise through the band), lasting at least
+    `min_steps` steps: [(first_step, last_step), ...]."""
+    rows = [r for r in history if r["step"] >= after and key in r]
+    out, i = [], 0
+    while i < len(rows):
+        if not lo <= rows[i][key] <= hi:
+            i += 1
             continue
-        inside = lo <= row.get(key, float("nan")) <= hi
-        if inside and start is None:
-            start = row["step"]
-        if inside:
-            last = row["step"]
-        if not inside and start is not None:
-            if last - start >= min_steps:
-                out.append((start, last))
-            start = None
-    if start is not None and last - start >= min_steps:
-        out.append((start, last))
+        j, vmin, vmax = i, rows[i][key], rows[i][key]
+        while j + 1 < len(rows) and lo <= rows[j + 1][key] <= hi:
+            v = rows[j + 1][key]
+            if max(vmax, v) - min(vmin, v) > max_spread:
+                break
+            j, vmin, vmax = j + 1, min(vmin, v), max(vmax, v)
+        if rows[j]["step"] - rows[i]["step"] >= min_steps:
+            out.append((rows[i]["step"], rows[j]["step"]))
+            i = j + 1
+        else:
+            i += 1
     return out
 
 

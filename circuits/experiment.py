@@ -12,7 +12,7 @@ from circuits.config import Config
 from circuits.detect import Verdict
 from circuits.models import build_model
 from circuits.progress import Bar
-from circuits.store import meta, metric_rows, write_config, write_json, write_metrics
+from circuits.store import meta, metric_rows, remove_stale_temps, write_config, write_json, write_metrics
 from circuits.tasks import Dataset, make_dataset
 from circuits.train import Phase, Result, resolve_device, train
 
@@ -55,6 +55,7 @@ def begin(cfg: Config, run_dir) -> float:
     """Write config.yaml and a first meta.json; returns the start time."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(run_dir)                  # left by a killed run: never read, now removed
     write_config(run_dir, cfg)
     started = time.time()
     write_json(run_dir / "meta.json", meta(str(resolve_device(cfg.train.device)), started))

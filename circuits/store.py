@@ -45,6 +45,15 @@ def atomic_write_bytes(path, data: bytes) -> Path:
     return path
 
 
+def remove_stale_temps(folder) -> int:
+    """Delete the temp files a killed writer left in folder (and below); they were never results."""
+    n = 0
+    for tmp in Path(folder).rglob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+        n += 1
+    return n
+
+
 def atomic_write_text(path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode())
 

@@ -13,14 +13,13 @@ import io
 import itertools
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 
 from circuits import api
 from circuits.config import Config, deep_merge, from_dict, nest, read_value, to_dict
 from circuits.errors import CircuitsError
+from circuits.parallel import pmap
 from circuits.progress import Bar
 from circuits.store import atomic_write_text, read_json, save_torch, write_json
 from circuits.train import resolve_device
@@ -82,33 +81,16 @@ def _run(point: Point) -> str:
     return point.name
 
 
-def _init_worker(threads: int) -> None:
-    import torch
-
-    os.environ["CIRCUITS_QUIET"] = "1"
-    torch.set_num_threads(threads)
-
-
 def run_local(points: list[Point], workers: int, bar: Bar) -> None:
     todo = [p for p in points if not api.is_done(p.cfg, p.run_dir)]
     done = len(points) - len(todo)
     bar(done, len(points))
-    if not todo:
-        return
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    if workers == 1:
-        _init_worker(threads)
-        for p in todo:
-            _run(p)
-            done += 1
-            bar(done, len(points))
-        return
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker,
-                             initargs=(threads,)) as pool:
-        for fut in as_completed([pool.submit(_run, p) for p in todo]):
-            fut.result()
-            done += 1
-            bar(done, len(points))
+    if todo:
+        quiet, os.environ["CIRCUITS_QUIET"] = os.environ.get("CIRCUITS_QUIET"), "1"   # the sweep's bar only
+        try:
+            pmap(_run, todo, workers, on_done=lambda n, _: bar(done + n, len(points)))
+        finally:
+            os.environ.pop("CIRCUITS_QUIET") if quiet is None else os.environ.__setitem__("CIRCUITS_QUIET", quiet)
 
 
 def run_slurm(points: list[Point], out: Path, opts: SlurmOptions, bar: Bar, wait: bool = True):
@@ -204,6 +186,9 @@ def run_sweep(cfg: Config, out, *, workers: int | None = None, executor: str = "
     out = Path(out)
     axes = {k: list(v) if isinstance(v, (list, tuple)) else [v] for k, v in cfg.sweep.items()}
     pts = grid(cfg, axes, out)
+    if out.exists():
+        for f in out.glob(".*.tmp"):           # a killed run's half-written sweep files
+            f.unlink(missing_ok=True)
     write_json(out / "sweep.json", {"protocol": cfg.protocol, "preset": cfg.preset, "axes": axes,
                                     "seeds": cfg.seeds, "points": [p.name for p in pts]})
     bar = Bar(f"sweep {cfg.protocol} ({len(pts)} points)", quiet=quiet)

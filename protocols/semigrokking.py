@@ -1,0 +1,152 @@
+"""Semi-grokking: trained from scratch at D ~ D_crit, delayed generalisation stops at middling test
+accuracy (Varma et al. 2023, Fig. 5-6). The paper found it hard to see: the time to grok grows
+super-exponentially as D shrinks, and transient semi-grokking (a middling plateau, then full
+grokking) is common.
+
+Runs: every training-set size D (params.sizes: fractions of p^2 or counts; or params.multipliers x
+D_crit, with D_crit from params.D_crit or else the newest `dcrit` verdict in runs/ for this p and
+architecture) x every seed, from scratch, for the budget train.steps (a run ends early once test
+accuracy reaches criteria.grok_acc).
+
+Classes, after train accuracy first reaches criteria.train_acc: a *plateau* is test accuracy held
+inside [band_lo, band_hi] for at least min_plateau_steps, varying by at most max_plateau_spread
+(flat: a slow rise through the band is not a plateau).
+  grokked     reached grok_acc, no plateau before      transient   a plateau, then grok_acc
+  semi        a plateau that lasts to the end           memorised   ends below band_lo
+  unresolved  ends between band_lo and grok_acc without a plateau lasting to the end (still moving)
+Holds when at least criteria.min_semi_runs runs are semi or transient.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from circuits import plots
+from circuits.config import Config, protocol_fields
+from circuits.detect import Verdict, first_step, plateaus
+from circuits.experiment import begin, build, finish, setup
+from circuits.parallel import pmap
+from circuits.progress import Bar
+from circuits.store import read_json
+from circuits.train import train
+
+NAME = "semigrokking"
+CLAIM = "trained at D ~ D_crit, delayed generalisation reaches only middling test accuracy"
+DEFAULTS = {"sizes": None, "multipliers": [0.8, 0.9, 1.0, 1.1, 1.25], "D_crit": None, "workers": None}
+CRITERIA = {"train_acc": 0.99, "grok_acc": 0.99, "band_lo": 0.2, "band_hi": 0.8, "min_plateau_steps": 1000,
+            "max_plateau_spread": 0.15, "min_semi_runs": 1}
+CLASSES = ("memorised", "semi", "transient", "grokked", "unresolved")
+
+
+@dataclass
+class Job:
+    cfg: Config            # task.frac set so that the training split has exactly `size` pairs
+    size: int
+    seed: int
+    checkpoint: str
+
+
+def dcrit_from_store(cfg: Config, root: str | Path = "runs") -> float | None:
+    """The newest `dcrit` verdict's D_crit for this p and architecture, if one is in the store."""
+    best = None
+    for path in Path(root).glob("dcrit/*/verdict.json"):
+        v = read_json(path)
+        run_cfg = (path.parent / "config.yaml")
+        m = v.get("measured", {})
+        if run_cfg.exists() and m.get("p") == cfg.task.p and m.get("arch") == cfg.model.arch and m.get("D_crit"):
+            if best is None or path.stat().st_mtime > best[0]:
+                best = (path.stat().st_mtime, float(m["D_crit"]))
+    return best[1] if best else None
+
+
+def sizes_for(cfg: Config, p: dict) -> tuple[list[int], float | None, str]:
+    n_all = cfg.task.p ** 2
+    if p["sizes"]:
+        return sorted({int(round(x * n_all)) if x <= 1 else int(x) for x in p["sizes"]}), None, "params.sizes"
+    d_crit, source = p["D_crit"], "params.D_crit"
+    if d_crit is None:
+        d_crit, source = dcrit_from_store(cfg), "runs/dcrit"
+    if d_crit is None:
+        from circuits.errors import CircuitsError
+        raise CircuitsError("semigrokking needs params.sizes, params.D_crit or a `circuits dcrit` result for this p and arch")
+    return sorted({int(round(m * d_crit)) for m in p["multipliers"]}), d_crit, source
+
+
+def scratch(job: Job) -> list[dict]:
+    """Train from scratch on `size` pairs; the history of evaluations."""
+    cfg = job.cfg
+    crit = protocol_fields(cfg.criteria, CRITERIA, "criteria")
+    model, data = build(cfg, job.seed, setup(cfg))
+    stop = lambda row: row["train_acc"] >= crit["train_acc"] and row.get("test_acc", 0.0) >= crit["grok_acc"]
+    return train(model, data, cfg.optim, cfg.train, stop=stop, checkpoint=job.checkpoint, seed=job.seed).history
+
+
+def classify(history: list[dict], crit: dict) -> tuple[str, list[tuple[int, int]]]:
+    t_fit = first_step(history, "train_acc", crit["train_acc"])
+    final = history[-1].get("test_acc", 0.0)
+    if t_fit is None:
+        return ("memorised" if final < crit["band_lo"] else "unresolved"), []
+    held = plateaus(history, "test_acc", crit["band_lo"], crit["band_hi"], crit["min_plateau_steps"], after=t_fit,
+                    max_spread=crit["max_plateau_spread"])
+    if final >= crit["grok_acc"]:
+        return ("transient" if held else "grokked"), held
+    if held and held[-1][1] == history[-1]["step"]:
+        return "semi", held
+    return ("memorised" if final < crit["band_lo"] else "unresolved"), held
+
+
+def run(cfg: Config, run_dir) -> Verdict:
+    p = protocol_fields(cfg.params, DEFAULTS, "params")
+    crit = protocol_fields(cfg.criteria, CRITERIA, "criteria")
+    sizes, d_crit, source = sizes_for(cfg, p)
+    started = begin(cfg, run_dir)
+    n_all = cfg.task.p ** 2
+    jobs = []
+    for size in sizes:
+        for seed in cfg.seeds:
+            c = replace(cfg, task=replace(cfg.task, frac=min((size + 0.5) / n_all, 1.0)))   # int(frac * n) == size
+            jobs.append(Job(c, size, seed, str(Path(run_dir) / "jobs" / f"D{size}-seed{seed}" / "checkpoint.pt")))
+    bar = Bar(f"semigrokking {cfg.model.arch}: {len(jobs)} runs from scratch")
+    hists = pmap(scratch, jobs, p["workers"], on_done=bar)
+    bar.close()
+    outcomes = [classify(h, crit) for h in hists]
+    per_size = {}
+    for size in sizes:
+        cls = [c for j, (c, _) in zip(jobs, outcomes) if j.size == size]
+        per_size[size] = {"D": size, "frac_of_p2": size / n_all, **{k: cls.count(k) / len(cls) for k in CLASSES},
+                          "final_test_acc": [h[-1].get("test_acc") for j, h in zip(jobs, hists) if j.size == size]}
+    runs = [{"D": j.size, "seed": j.seed, "class": c, "plateaus": pl, "steps": h[-1]["step"],
+             "final_test_acc": h[-1].get("test_acc")} for j, (c, pl), h in zip(jobs, outcomes, hists)]
+    n_semi = sum(c in ("semi", "transient") for c, _ in outcomes)
+    measured = {"D_crit_used": d_crit, "D_crit_source": source, "n_runs": len(jobs), "n_semi_or_transient": n_semi,
+                **{f"n_{k}": sum(c == k for c, _ in outcomes) for k in CLASSES}, "per_size": per_size, "runs": runs}
+    status = "holds" if n_semi >= crit["min_semi_runs"] else "fails"
+    verdict = Verdict(NAME, CLAIM, status, measured, crit, seeds=list(cfg.seeds))
+    figure(cfg, jobs, hists, outcomes, crit, run_dir)
+    return finish(cfg, run_dir, verdict, {f"D{j.size}-seed{j.seed}": h for j, h in zip(jobs, hists)}, started)
+
+
+def figure(cfg: Config, jobs, hists, outcomes, crit: dict, run_dir) -> None:
+    fig, ax = plots.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [2, 1]})
+    curves, strip = ax[0, 0], ax[0, 1]
+    sizes = sorted({j.size for j in jobs})
+    cmap = plots.plt.get_cmap("viridis")
+    colour = {s: cmap(i / max(len(sizes) - 1, 1)) for i, s in enumerate(sizes)}
+    for j, h, (cls, held) in zip(jobs, hists, outcomes):
+        steps = [r["step"] + 1 for r in h]
+        curves.plot(steps, [r.get("test_acc", np.nan) for r in h], color=colour[j.size], lw=1,
+                    label=f"D={j.size}" if j.seed == jobs[0].seed else None)
+        for a, b in held:
+            curves.axvspan(a + 1, b + 1, color=colour[j.size], alpha=0.08)
+    curves.axhspan(crit["band_lo"], crit["band_hi"], color="grey", alpha=0.06)
+    curves.set(xscale="log", xlabel="step (+1)", ylabel="test accuracy",
+               title=f"semi-grokking: {cfg.model.arch}, p={cfg.task.p} (shaded: plateaus in the middling band)")
+    curves.legend(fontsize=7, ncol=2)
+    rng = np.random.default_rng(0)
+    for j, (cls, _) in zip(jobs, outcomes):
+        strip.scatter(j.size, CLASSES.index(cls) + rng.uniform(-0.15, 0.15), color=colour[j.size], s=25)
+    strip.set(yticks=range(len(CLASSES)), yticklabels=CLASSES, xlabel="D (training pairs)", title="outcome per run",
+              ylim=(-0.5, len(CLASSES) - 0.5))
+    plots.save(fig, run_dir)

@@ -1,0 +1,67 @@
+"""Unit tests of the ungrokking / semi-grokking machinery (the phenomena themselves are judged by
+the slow `circuits check` test)."""
+import pytest
+import torch
+
+from circuits.cache import trained
+from circuits.config import Config, ModelConfig, OptimConfig, TaskConfig, TrainConfig
+from protocols.semigrokking import CRITERIA, classify, dcrit_from_store
+from protocols.ungrokking import Job, subset_size, ungrok
+
+
+@pytest.fixture
+def cfg():
+    return Config(task=TaskConfig(p=11, frac=0.6), model=ModelConfig(arch="mlp", d_model=16, d_mlp=32),
+                  optim=OptimConfig(lr=3e-3), train=TrainConfig(steps=30, eval_every=10), seeds=[0])
+
+
+def test_cache_trains_once_then_loads(cfg, tmp_path, monkeypatch):
+    monkeypatch.setenv("CIRCUITS_CACHE", str(tmp_path))
+    a, path = trained(cfg, 0, quiet=True)
+    mtime = path.stat().st_mtime_ns
+    b, path_b = trained(cfg, 0, quiet=True)
+    assert path == path_b and path.stat().st_mtime_ns == mtime
+    for p, q in zip(a.model.parameters(), b.model.parameters()):
+        assert torch.equal(p, q)
+    assert b.result.history == a.result.history
+    c, path_c = trained(cfg, 1, quiet=True)                   # another seed: another entry
+    assert path_c != path
+
+
+def test_ungrok_job_trains_on_the_subset(cfg, tmp_path, monkeypatch):
+    monkeypatch.setenv("CIRCUITS_CACHE", str(tmp_path))
+    _, path = trained(cfg, 0, quiet=True)
+    job = Job(cfg, 0, str(path), size=10, subset_seed=0, weight_decay=1.0, steps=20, eval_every=10,
+              checkpoint=str(tmp_path / "job" / "checkpoint.pt"))
+    h = ungrok(job)
+    assert [r["step"] for r in h] == [0, 10, 20]
+    assert h == ungrok(job)                                  # finished: read back from its checkpoint
+
+
+def test_subset_size():
+    assert subset_size(0.1, 47, 1000) == 221 and subset_size(500, 47, 1000) == 500
+    assert subset_size(0.9, 47, 1000) == 1000                # never more than the training split
+
+
+def _h(test):
+    return [{"step": i * 250, "train_acc": 1.0, "test_acc": t} for i, t in enumerate(test)]
+
+
+def test_semigrokking_classes():
+    crit = {**CRITERIA, "min_plateau_steps": 1000}
+    assert classify(_h([0.0] * 10), crit)[0] == "memorised"
+    assert classify(_h([0.0, 0.5, 0.52, 0.5, 0.51, 0.5, 0.5]), crit)[0] == "semi"
+    assert classify(_h([0.0, 0.5, 0.52, 0.5, 0.51, 0.5, 0.5, 0.995]), crit)[0] == "transient"
+    assert classify(_h([0.0, 0.3, 0.6, 0.995]), crit)[0] == "grokked"
+    assert classify(_h([0.0, 0.25, 0.4, 0.55, 0.7, 0.85]), crit)[0] == "unresolved"
+
+
+def test_dcrit_from_store(cfg, tmp_path):
+    import json
+    d = tmp_path / "dcrit" / "quick-mlp-x"
+    d.mkdir(parents=True)
+    (d / "config.yaml").write_text("{}")
+    (d / "verdict.json").write_text(json.dumps({"measured": {"p": 11, "arch": "mlp", "D_crit": 42.0}}))
+    assert dcrit_from_store(cfg, tmp_path) == 42.0
+    cfg.task.p = 13
+    assert dcrit_from_store(cfg, tmp_path) is None
