@@ -14,6 +14,6 @@ def test_circuits_check_quick(tmp_path):
                        capture_output=True, text=True, timeout=1500)
     print(r.stdout)
     report = json.loads((tmp_path / "check.json").read_text())
-    failed = [(c["check"], c["status"], c["numbers"]) for c in report["checks"] if c["status"] != "holds"]
+    failed = [(c["check"], c["status"], c["numbers"]) for c in report["checks"] if c["gate"] and c["status"] != "holds"]
     assert r.returncode == 0 and not failed, f"phenomena that did not hold: {failed}\n{r.stderr[-2000:]}"
     assert len(report["checks"]) >= 2
