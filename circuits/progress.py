@@ -4,6 +4,7 @@ On a terminal it redraws one line; otherwise (CI logs) it prints a line every 10
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -42,3 +43,17 @@ class Bar:
         if self.tty and not self.quiet:
             self.stream.write("\n")
             self.stream.flush()
+
+
+@contextlib.contextmanager
+def silenced():
+    """No per-run bars inside: a sweep's or protocol's own bar speaks for the runs it contains."""
+    old = os.environ.get("CIRCUITS_QUIET")
+    os.environ["CIRCUITS_QUIET"] = "1"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("CIRCUITS_QUIET", None)
+        else:
+            os.environ["CIRCUITS_QUIET"] = old

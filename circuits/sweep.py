@@ -20,7 +20,7 @@ from circuits import api
 from circuits.config import Config, deep_merge, from_dict, nest, read_value, to_dict
 from circuits.errors import CircuitsError
 from circuits.parallel import pmap
-from circuits.progress import Bar
+from circuits.progress import Bar, silenced
 from circuits.store import atomic_write_text, read_json, save_torch, write_json
 from circuits.train import resolve_device
 
@@ -86,11 +86,8 @@ def run_local(points: list[Point], workers: int, bar: Bar) -> None:
     done = len(points) - len(todo)
     bar(done, len(points))
     if todo:
-        quiet, os.environ["CIRCUITS_QUIET"] = os.environ.get("CIRCUITS_QUIET"), "1"   # the sweep's bar only
-        try:
+        with silenced():
             pmap(_run, todo, workers, on_done=lambda n, _: bar(done + n, len(points)))
-        finally:
-            os.environ.pop("CIRCUITS_QUIET") if quiet is None else os.environ.__setitem__("CIRCUITS_QUIET", quiet)
 
 
 def run_slurm(points: list[Point], out: Path, opts: SlurmOptions, bar: Bar, wait: bool = True):
