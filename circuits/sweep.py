@@ -21,7 +21,7 @@ from circuits.config import Config, deep_merge, from_dict, nest, read_value, to_
 from circuits.errors import CircuitsError
 from circuits.parallel import pmap
 from circuits.progress import Bar, silenced
-from circuits.store import atomic_write_text, read_json, save_torch, write_json
+from circuits.store import atomic_write_text, read_json, remove_stale_temps, save_torch, write_json
 from circuits.train import resolve_device
 
 
@@ -61,7 +61,7 @@ def grid(cfg: Config, axes: dict[str, list], out: Path) -> list[Point]:
     pts = []
     for combo in itertools.product(*axes.values()):
         for seed in cfg.seeds:
-            d = base
+            d = dict(base)
             for key, value in zip(axes, combo):
                 d = deep_merge(d, nest(key, value))
             d["seeds"] = [seed]
@@ -184,8 +184,7 @@ def run_sweep(cfg: Config, out, *, workers: int | None = None, executor: str = "
     axes = {k: list(v) if isinstance(v, (list, tuple)) else [v] for k, v in cfg.sweep.items()}
     pts = grid(cfg, axes, out)
     if out.exists():
-        for f in out.glob(".*.tmp"):           # a killed run's half-written sweep files
-            f.unlink(missing_ok=True)
+        remove_stale_temps(out)                # a killed run's half-written files: never results
     write_json(out / "sweep.json", {"protocol": cfg.protocol, "preset": cfg.preset, "axes": axes,
                                     "seeds": cfg.seeds, "points": [p.name for p in pts]})
     bar = Bar(f"sweep {cfg.protocol} ({len(pts)} points)", quiet=quiet)
