@@ -44,6 +44,8 @@ def run(protocol: str = typer.Argument(..., help="a protocol name (see `circuits
         config: Optional[Path] = typer.Option(None, "--config", help="a YAML file of config fields"),
         set_: List[str] = typer.Option([], "--set", help="override a field: --set model.d_model=64 (repeatable)"),
         seeds: Optional[int] = typer.Option(None, "--seeds", help="run seeds 0..N-1"),
+        study: Optional[str] = typer.Option(None, "--study", help="the study of a protocol that has several "
+                                            "(factors: architectures | fraction | operators | optimizers | regularizers)"),
         device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda"),
         out: Optional[Path] = OUT,
         fresh: bool = typer.Option(False, "--fresh", help="delete the run directory first instead of resuming it"),
@@ -59,8 +61,9 @@ def run(protocol: str = typer.Argument(..., help="a protocol name (see `circuits
                                                "shape as one stacked model [default: on with CUDA, off on CPU]")) -> None:
     """Run one protocol; writes config.yaml, meta.json, metrics.csv, figure.png/.pdf and verdict.json.
     With --sweep (or a preset's sweep), runs the grid and writes sweep.csv."""
+    overrides = ([f"params.study={study}"] if study else []) + list(set_)
     cfg = api.resolve(protocol, preset, arch=arch, p=p, frac=frac, seeds=seeds, device=device,
-                      config_file=str(config) if config else None, overrides=set_)
+                      config_file=str(config) if config else None, overrides=overrides)
     cfg.sweep = {**cfg.sweep, **sweep.parse_axes(sweep_)}
     run_dir = out or api.default_out(cfg)
     if fresh and Path(run_dir).exists():
