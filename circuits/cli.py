@@ -75,9 +75,54 @@ def run(protocol: str = typer.Argument(..., help="a protocol name (see `circuits
         path = sweep.run_sweep(cfg, run_dir, workers=workers, executor=executor, slurm=opts, stacked=stacked)
         typer.echo(f"sweep table: {path}")
         return
+    _run_and_report(cfg, run_dir)
+
+
+def _run_and_report(cfg, run_dir) -> dict:
     v = api.run_config(cfg, run_dir)
     typer.echo(f"{v['protocol']}: {v['status']}  ({_summary(v)})")
     typer.echo(f"run directory: {v['run_dir']}  (figure.png, verdict.json)")
+    return v
+
+
+def _floats(raw: str, what: str) -> list[float]:
+    try:
+        return [float(x) for x in raw.split(",")]
+    except ValueError:
+        raise CircuitsError(f"{what} expects numbers separated by commas, e.g. 0.3,1,3; got {raw!r}") from None
+
+
+@app.command()
+def dcrit(p: Optional[int] = typer.Option(None, "--p", help="the modulus p"),
+          arch: Optional[str] = ARCH,
+          method: str = typer.Option("all", "--method", help="sweep (from scratch) | ungrokking | efficiency "
+                                     "(the norm crossing) | all (the three side by side)"),
+          wd: Optional[str] = typer.Option(None, "--wd", help="weight decays, comma-separated (0.3,1,3): one "
+                                           "estimate per weight decay, with equal decay budgets"),
+          preset: str = PRESET,
+          seeds: Optional[int] = typer.Option(None, "--seeds", help="run seeds 0..N-1"),
+          set_: List[str] = typer.Option([], "--set", help="override a field: --set params.sweep.steps=6000 (repeatable)"),
+          device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda"),
+          out: Optional[Path] = OUT,
+          fresh: bool = typer.Option(False, "--fresh", help="delete the run directory first instead of resuming it")) -> None:
+    """Estimate D_crit, the training-set size where C_mem and C_gen are equally efficient, with an
+    interval per method; writes figure.png and verdict.json (measured: D_crit per method)."""
+    overrides = [f"params.method={method}"] + ([f"params.weight_decays={_floats(wd, '--wd')}"] if wd else []) + list(set_)
+    cfg = api.resolve("dcrit", preset, arch=arch, p=p, seeds=seeds, device=device, overrides=overrides)
+    run_dir = out or api.default_out(cfg)
+    if fresh and Path(run_dir).exists():
+        shutil.rmtree(run_dir)
+    v = _run_and_report(cfg, run_dir)
+    m = v["measured"]
+    for name, rows in m.get("methods", {}).items():
+        for w, e in rows.items():
+            ci = e.get("ci")
+            est = f"{e['D_crit']:.0f} [{ci[0]:.0f}, {ci[1]:.0f}]" if e.get("D_crit") and ci else str(e.get("D_crit"))
+            frac = f" = {e['frac']:.3f} p^2" if e.get("frac") else ""
+            typer.echo(f"  {name:<11} wd {w:<5} D_crit {est}{frac}  ({e['status']})")
+    if "hysteresis_ratio" in m:
+        typer.echo(f"  ungrokking / sweep = {m['hysteresis_ratio']}; intervals overlap: {m['all_intervals_overlap']}; "
+                   f"ungrokking <= efficiency <= sweep: {m['ordering_holds']}")
 
 
 @app.command()

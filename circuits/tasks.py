@@ -82,6 +82,16 @@ def split(n: int, frac: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return perm[:n_train], perm[n_train:]
 
 
+def sizes_from(xs, n_all: int) -> list[int]:
+    """Training-set sizes given as fractions of all n_all inputs (x <= 1) or as counts (x > 1), sorted."""
+    return sorted({int(round(x * n_all)) if x <= 1 else int(x) for x in xs})
+
+
+def frac_for(size: int, n_all: int) -> float:
+    """The task.frac whose split has exactly `size` training inputs: int(frac * n_all) == size."""
+    return min((size + 0.5) / n_all, 1.0)
+
+
 def nested_subset(train_idx: torch.Tensor, size: int, seed: int) -> torch.Tensor:
     """The first `size` of a seeded shuffle of train_idx: for one seed, a smaller subset lies inside a larger."""
     if not 1 <= size <= len(train_idx):

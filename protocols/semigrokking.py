@@ -30,6 +30,7 @@ from circuits.experiment import begin, build, finish, setup
 from circuits.parallel import pmap
 from circuits.progress import Bar
 from circuits.store import read_json
+from circuits.tasks import frac_for, sizes_from
 from circuits.train import train
 
 NAME = "semigrokking"
@@ -64,7 +65,7 @@ def dcrit_from_store(cfg: Config, root: str | Path = "runs") -> float | None:
 def sizes_for(cfg: Config, p: dict) -> tuple[list[int], float | None, str]:
     n_all = cfg.task.p ** 2
     if p["sizes"]:
-        return sorted({int(round(x * n_all)) if x <= 1 else int(x) for x in p["sizes"]}), None, "params.sizes"
+        return sizes_from(p["sizes"], n_all), None, "params.sizes"
     d_crit, source = p["D_crit"], "params.D_crit"
     if d_crit is None:
         d_crit, source = dcrit_from_store(cfg), "runs/dcrit"
@@ -81,6 +82,25 @@ def scratch(job: Job) -> list[dict]:
     model, data = build(cfg, job.seed, setup(cfg))
     stop = lambda row: row["train_acc"] >= crit["train_acc"] and row.get("test_acc", 0.0) >= crit["grok_acc"]
     return train(model, data, cfg.optim, cfg.train, stop=stop, checkpoint=job.checkpoint, seed=job.seed).history
+
+
+def scratch_jobs(cfg: Config, sizes: list[int], folder) -> list[Job]:
+    """One run from scratch per size x seed, with exactly `size` training pairs (also the from-scratch
+    sweep of `circuits dcrit --method sweep`)."""
+    n_all = cfg.task.p ** 2
+    jobs = []
+    for size in sizes:
+        for seed in cfg.seeds:
+            c = replace(cfg, task=replace(cfg.task, frac=frac_for(size, n_all)))
+            jobs.append(Job(c, size, seed, str(Path(folder) / f"D{size}-seed{seed}" / "checkpoint.pt")))
+    return jobs
+
+
+def run_scratch(jobs: list[Job], workers: int | None, label: str) -> list[list[dict]]:
+    bar = Bar(f"{label}: {len(jobs)} runs from scratch")
+    hists = pmap(scratch, jobs, workers, on_done=bar)
+    bar.close()
+    return hists
 
 
 def classify(history: list[dict], crit: dict) -> tuple[str, list[tuple[int, int]]]:
@@ -103,14 +123,8 @@ def run(cfg: Config, run_dir) -> Verdict:
     sizes, d_crit, source = sizes_for(cfg, p)
     started = begin(cfg, run_dir)
     n_all = cfg.task.p ** 2
-    jobs = []
-    for size in sizes:
-        for seed in cfg.seeds:
-            c = replace(cfg, task=replace(cfg.task, frac=min((size + 0.5) / n_all, 1.0)))   # int(frac * n) == size
-            jobs.append(Job(c, size, seed, str(Path(run_dir) / "jobs" / f"D{size}-seed{seed}" / "checkpoint.pt")))
-    bar = Bar(f"semigrokking {cfg.model.arch}: {len(jobs)} runs from scratch")
-    hists = pmap(scratch, jobs, p["workers"], on_done=bar)
-    bar.close()
+    jobs = scratch_jobs(cfg, sizes, Path(run_dir) / "jobs")
+    hists = run_scratch(jobs, p["workers"], f"semigrokking {cfg.model.arch}")
     outcomes = [classify(h, crit) for h in hists]
     per_size = {}
     for size in sizes:

@@ -3,8 +3,8 @@ set, loses its test accuracy while keeping train accuracy 1 (Varma et al. 2023, 
 
 1. Grok a network on a large training split (cached in circuits.cache: reused by later runs).
 2. For each weight decay, subset size D' and subset seed: a copy of it trains on the nested subset
-   of size D' with a fresh AdamW for `params.steps` steps (x 1/wd relative to the first weight
-   decay with `params.equal_decay_budget`: the same decay budget lr * wd * steps for every wd).
+   of size D' with a fresh AdamW for `params.steps` steps (x optim.weight_decay / wd with
+   `params.equal_decay_budget`: the same decay budget lr * wd * steps for every wd).
 3. Final test accuracy (on the original test split) against D': a logistic fit; its midpoint is the
    ungrokking estimate of D_crit (shared with `circuits dcrit --method ungrokking`).
 
@@ -22,13 +22,13 @@ import numpy as np
 
 from circuits import plots
 from circuits.cache import trained
-from circuits.config import Config, protocol_fields
+from circuits.config import Config, protocol_fields, to_dict
 from circuits.detect import Verdict, combine, first_step
 from circuits.experiment import begin, build, finish, setup
 from circuits.fit import fit_transition, intervals_overlap
 from circuits.parallel import pmap
 from circuits.progress import Bar
-from circuits.store import load_torch
+from circuits.store import cache_dir, config_hash, load_torch
 from circuits.tasks import nested_subset
 from circuits.train import Phase, train
 
@@ -88,17 +88,22 @@ def ungrok(job: Job) -> list[dict]:
     return res.history
 
 
-def jobs_for(cfg: Config, run_dir, seed: int, model_path, n_train: int) -> list[Job]:
+def jobs_for(cfg: Config, seed: int, model_path, n_train: int) -> list[Job]:
+    """Every (weight decay, D', subset seed) run of the grokked network at model_path. A job's
+    checkpoint sits in the trained-circuit cache under a hash of all that decides its result, so
+    another protocol asking for the same run (`circuits dcrit --method ungrokking`) reads it back."""
     p = params(cfg)
     sizes = sorted({subset_size(x, cfg.task.p, n_train) for x in p["sizes"]})
-    wd0 = p["weight_decays"][0]
+    wd0 = cfg.optim.weight_decay or p["weight_decays"][0]
     out = []
     for wd in p["weight_decays"]:
         steps = int(round(p["steps"] * wd0 / wd)) if p["equal_decay_budget"] and wd > 0 else p["steps"]
         for size in sizes:
             for s in p["subset_seeds"]:
                 job = Job(cfg, seed, str(model_path), size, s, wd, steps, p["eval_every"], "")
-                job.checkpoint = str(Path(run_dir) / "jobs" / job.name / "checkpoint.pt")
+                key = config_hash({"grokked": Path(model_path).parent.name, "optim": to_dict(cfg)["optim"],
+                                   "job": job.name, "steps": steps, "eval_every": p["eval_every"]})
+                job.checkpoint = str(cache_dir() / "ungrok" / key / "checkpoint.pt")
                 out.append(job)
     return out
 
@@ -135,9 +140,19 @@ def judge(per_wd: dict, crit: dict) -> str:
     return combine(statuses)
 
 
-def run(cfg: Config, run_dir) -> Verdict:
+@dataclass
+class Measured:
+    grokked: dict                  # per pretraining seed: steps, test_acc, n_train, diverged
+    jobs: list[Job]                # empty when no network grokked
+    hists: list[list[dict]]
+    per_wd: dict                   # summarise(): per weight decay, sizes and the transition fit
+    histories: dict                # every history by name, for metrics.csv
+
+
+def measure(cfg: Config) -> Measured:
+    """Grok (or load from the cache) each seed's network, then train it on every nested subset (the
+    ungrokking estimate of D_crit: shared with `circuits dcrit --method ungrokking`)."""
     crit, p = protocol_fields(cfg.criteria, CRITERIA, "criteria"), params(cfg)
-    started = begin(cfg, run_dir)
     histories, jobs, grokked = {}, [], {}
     for seed in cfg.seeds:
         t, path = trained(cfg, seed, stop=grok_stop(cfg), stop_name=f"grokked-{crit['pretrain_test_acc']}",
@@ -146,29 +161,38 @@ def run(cfg: Config, run_dir) -> Verdict:
         grokked[seed] = {"steps": t.result.step, "test_acc": t.result.history[-1].get("test_acc"),
                          "n_train": len(t.data.train_idx), "diverged": t.result.status == "diverged"}
         if t.result.history[-1].get("test_acc", 0.0) >= crit["pretrain_test_acc"]:
-            jobs += jobs_for(cfg, run_dir, seed, path, len(t.data.train_idx))
+            jobs += jobs_for(cfg, seed, path, len(t.data.train_idx))
     if not jobs:
-        status = "diverged" if any(g["diverged"] for g in grokked.values()) else "inconclusive"
-        verdict = Verdict(NAME, CLAIM, status, {"pretrain": grokked, "note": "no network grokked within budget"},
-                          crit, seeds=list(cfg.seeds))
-        return finish(cfg, run_dir, verdict, histories, started)
+        return Measured(grokked, [], [], {}, histories)
     bar = Bar(f"ungrokking {cfg.model.arch}: {len(jobs)} runs on nested subsets")
     hists = pmap(ungrok, jobs, p["workers"], on_done=bar)
     bar.close()
-    per_wd = summarise(jobs, hists, cfg.task.p)
     histories.update({j.name: h for j, h in zip(jobs, hists)})
+    return Measured(grokked, jobs, hists, summarise(jobs, hists, cfg.task.p), histories)
+
+
+def run(cfg: Config, run_dir) -> Verdict:
+    crit, p = protocol_fields(cfg.criteria, CRITERIA, "criteria"), params(cfg)
+    started = begin(cfg, run_dir)
+    m = measure(cfg)
+    if not m.jobs:
+        status = "diverged" if any(g["diverged"] for g in m.grokked.values()) else "inconclusive"
+        verdict = Verdict(NAME, CLAIM, status, {"pretrain": m.grokked, "note": "no network grokked within budget"},
+                          crit, seeds=list(cfg.seeds))
+        return finish(cfg, run_dir, verdict, m.histories, started)
+    per_wd, wd0 = m.per_wd, p["weight_decays"][0]
     measured = {
-        "pretrain": grokked,
-        "D_crit_ungrokking": per_wd[p["weight_decays"][0]]["D_mid"],
-        "D_crit_ungrokking_ci": per_wd[p["weight_decays"][0]]["D_mid_ci"],
-        "D_crit_ungrokking_frac": per_wd[p["weight_decays"][0]]["D_mid_frac"],
+        "pretrain": m.grokked,
+        "D_crit_ungrokking": per_wd[wd0]["D_mid"],
+        "D_crit_ungrokking_ci": per_wd[wd0]["D_mid_ci"],
+        "D_crit_ungrokking_frac": per_wd[wd0]["D_mid_frac"],
         "per_weight_decay": {str(wd): {k: v for k, v in s.items() if k != "fit"} for wd, s in per_wd.items()},
     }
     if len(per_wd) > 1:
         measured["weight_decay_midpoints_agree"] = intervals_overlap([s["D_mid_ci"] for s in per_wd.values()])
     verdict = Verdict(NAME, CLAIM, judge(per_wd, crit), measured, crit, seeds=list(cfg.seeds))
-    figure(cfg, jobs, hists, per_wd, run_dir)
-    return finish(cfg, run_dir, verdict, histories, started)
+    figure(cfg, m.jobs, m.hists, per_wd, run_dir)
+    return finish(cfg, run_dir, verdict, m.histories, started)
 
 
 def figure(cfg: Config, jobs: list[Job], hists: list[list[dict]], per_wd: dict, run_dir) -> None:

@@ -1,0 +1,256 @@
+"""Efficiency: at a fixed correct-class logit, C_mem's parameter norm rises with the training-set size
+D while C_gen's stays flat; the two norm-vs-D curves cross at D_crit (Varma et al. 2023, Sec. 4).
+
+Circuits in isolation, one network each (kept in the trained-circuit cache, circuits/cache.py):
+  C_mem at size D: trained on D pairs with *random* labels (nothing to generalise: all its norm is
+    memorisation), for params.steps steps with the config's weight decay;
+  C_gen at size D: trained on D true-label pairs where it generalises (D >= the from-scratch
+    threshold), for params.gen_steps steps; a network whose final test accuracy is below
+    criteria.gen_test_acc_min is not a C_gen network and is left out (reported).
+Both run to (near) the weight-decay equilibrium, so the init's random weights are gone. Along
+training the parameter norm and the mean correct-class train logit are recorded (the norm-vs-logit
+curves). The *norm at the target logit* (params.target_logit) of a trained network is read by
+rescaling it: all parameters times c, the smallest c at which the mean correct-class train logit
+reaches the target; norm at target = c * norm. This compares circuits at one logit without assuming
+how logits scale with the norm; the measured log-slope d log logit / d log c is reported as kappa
+(the paper's exponent: a kappa-layer ReLU network without biases has kappa = its depth).
+
+Criteria:
+  C_mem rises: Spearman correlation of norm-at-target with D >= criteria.mem_rank_corr_min, and the
+    bootstrap interval (over seeds) of the exponent b of a power law norm ~ D^b lies above 0;
+  C_gen flat: the relative change of the fitted C_gen power law across its sizes,
+    (D_max / D_min)^|b_gen| - 1, is at most criteria.gen_rel_change_max.
+The efficiency estimate of D_crit is where the C_mem power law meets the C_gen level (the geometric
+mean of the C_gen norms), with a bootstrap interval over seeds (`extrapolated` when it lies outside
+the C_mem sizes).
+"""
+from __future__ import annotations
+
+import copy
+import statistics
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+
+from circuits import plots
+from circuits.cache import trained
+from circuits.config import Config, protocol_fields
+from circuits.detect import Verdict, combine
+from circuits.experiment import begin, finish
+from circuits.metrics import all_logits, correct_logit, param_norm
+from circuits.parallel import pmap
+from circuits.progress import Bar
+from circuits.tasks import frac_for, sizes_from
+
+NAME = "efficiency"
+CLAIM = "at a fixed logit C_mem's parameter norm rises with D while C_gen's stays flat; they cross at D_crit"
+DEFAULTS = {"mem_sizes": [0.05, 0.1, 0.2, 0.3, 0.4], "gen_sizes": [0.45, 0.6, 0.8], "target_logit": 20.0,
+            "steps": 3000, "gen_steps": None, "eval_every": 100, "n_boot": 500, "workers": None}
+CRITERIA = {"mem_rank_corr_min": 0.7, "gen_rel_change_max": 0.15, "gen_test_acc_min": 0.99, "mem_train_acc_min": 0.99}
+
+
+@dataclass
+class Job:
+    cfg: Config        # task.frac gives exactly `size` training pairs; random labels for C_mem
+    kind: str          # "mem" | "gen"
+    size: int
+    seed: int
+    target: float
+
+
+def jobs_for(cfg: Config) -> list[Job]:
+    p = protocol_fields(cfg.params, DEFAULTS, "params")
+    out = []
+    for kind, xs, steps in (("mem", p["mem_sizes"], p["steps"]), ("gen", p["gen_sizes"], p["gen_steps"] or p["steps"])):
+        for size in sizes_from(xs, cfg.task.p ** 2):
+            for seed in cfg.seeds:
+                task = replace(cfg.task, frac=frac_for(size, cfg.task.p ** 2), random_labels=kind == "mem")
+                train = replace(cfg.train, steps=steps, eval_every=p["eval_every"])
+                out.append(Job(replace(cfg, task=task, train=train), kind, size, seed, p["target_logit"]))
+    return out
+
+
+@torch.no_grad()
+def logit_at_scale(model, data, c: float) -> float:
+    """Mean correct-class train logit of the network with every parameter multiplied by c."""
+    scaled = copy.deepcopy(model)
+    for w in scaled.parameters():
+        w.mul_(c)
+    logits = all_logits(scaled, data)[data.train_idx]                 # [n_train, d_vocab]
+    return correct_logit(logits, data.labels[data.train_idx]).mean().item()
+
+
+def norm_at_logit(model, data, target: float, lo: float = 1e-2, hi: float = 1e2, iters: int = 40) -> dict:
+    """Rescale the network to reach `target`: {norm_at_target, scale, logit, kappa}. Bisection on ln c
+    for the smallest c with logit(c) >= target (logit(c) rises with c for these networks)."""
+    logit = logit_at_scale(model, data, 1.0)
+    eps = 1e-3
+    up, down = logit_at_scale(model, data, 1 + eps), logit_at_scale(model, data, 1 - eps)
+    kappa = (np.log(up) - np.log(down)) / (np.log(1 + eps) - np.log(1 - eps)) if up > 0 and down > 0 else None
+    if logit_at_scale(model, data, hi) < target:
+        return {"norm_at_target": None, "scale": None, "logit": logit, "kappa": kappa}
+    a, b = np.log(lo), np.log(hi)
+    for _ in range(iters):
+        mid = (a + b) / 2
+        a, b = (mid, b) if logit_at_scale(model, data, float(np.exp(mid))) < target else (a, mid)
+    c = float(np.exp(b))
+    return {"norm_at_target": c * param_norm(model), "scale": c, "logit": logit, "kappa": kappa}
+
+
+def train_circuit(job: Job) -> dict:
+    """Train (or load from the cache) one circuit network and measure it."""
+    t, _ = trained(job.cfg, job.seed, stop_name="budget", quiet=True,
+                   label=f"C_{job.kind} D={job.size} seed {job.seed}")
+    h = t.result.history
+    return {"kind": job.kind, "D": job.size, "seed": job.seed, "final_train_acc": h[-1]["train_acc"],
+            "final_test_acc": h[-1].get("test_acc"), "final_norm": h[-1]["param_norm"],
+            "curve": [(r["step"], r["param_norm"], r["train_logit"]) for r in h],
+            **norm_at_logit(t.model, t.data, job.target)}
+
+
+def usable(r: dict, crit: dict) -> bool:
+    if r["norm_at_target"] is None or r["final_train_acc"] < crit["mem_train_acc_min"]:
+        return False
+    return r["kind"] == "mem" or (r["final_test_acc"] or 0.0) >= crit["gen_test_acc_min"]
+
+
+def line(D, norm) -> tuple[float, float]:
+    """Least squares ln norm = a + b ln D (a power law norm ~ D^b): (a, b)."""
+    b, a = np.polyfit(np.log(np.asarray(D, float)), np.log(np.asarray(norm, float)), 1)
+    return float(a), float(b)
+
+
+def level(gen: list[dict]) -> float:
+    """The C_gen norm: the geometric mean over its networks."""
+    return float(np.exp(np.mean(np.log([r["norm_at_target"] for r in gen]))))
+
+
+def crossing(mem: list[dict], gen: list[dict]) -> float | None:
+    """D where the C_mem power law meets the C_gen level (None if the C_mem norm does not rise)."""
+    if len({r["D"] for r in mem}) < 2 or not gen:
+        return None
+    a, b = line([r["D"] for r in mem], [r["norm_at_target"] for r in mem])
+    if b <= 0:
+        return None
+    return float(np.exp((np.log(level(gen)) - a) / b))
+
+
+def bootstrap(mem: list[dict], gen: list[dict], n_boot: int, rng_seed: int = 0) -> dict:
+    """Resample whole seeds (with replacement) in both families: intervals of the C_mem slope, the
+    C_gen slope and the crossing."""
+    seeds = sorted({r["seed"] for r in mem + gen})
+    rng = np.random.default_rng(rng_seed)
+    slopes, gslopes, cross = [], [], []
+    for _ in range(n_boot if len(seeds) > 1 else 0):
+        pick = rng.choice(seeds, size=len(seeds))
+        m = [r for s in pick for r in mem if r["seed"] == s]
+        g = [r for s in pick for r in gen if r["seed"] == s]
+        if len({r["D"] for r in m}) >= 2:
+            slopes.append(line([r["D"] for r in m], [r["norm_at_target"] for r in m])[1])
+        if len({r["D"] for r in g}) >= 2:
+            gslopes.append(line([r["D"] for r in g], [r["norm_at_target"] for r in g])[1])
+        x = crossing(m, g)
+        if x is not None:
+            cross.append(x)
+    ci = lambda v: (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))) if len(v) >= 10 else None
+    return {"mem_slope_ci": ci(slopes), "gen_slope_ci": ci(gslopes), "D_crit_ci": ci(cross), "n_boot": len(cross)}
+
+
+def analyse(results: list[dict], crit: dict, n_boot: int, p_mod: int) -> tuple[str, dict]:
+    """The verdict's status and measured numbers from the measured circuits."""
+    mem = [r for r in results if r["kind"] == "mem" and usable(r, crit)]
+    gen = [r for r in results if r["kind"] == "gen" and usable(r, crit)]
+    left_out = [{k: r[k] for k in ("kind", "D", "seed", "final_train_acc", "final_test_acc")}
+                for r in results if not usable(r, crit)]
+    m = {"n_mem": len(mem), "n_gen": len(gen), "left_out": left_out, "per_size": per_size(results)}
+    if len({r["D"] for r in mem}) < 2 or len({r["D"] for r in gen}) < 2:
+        return "inconclusive", {**m, "note": "fewer than two sizes of usable C_mem or C_gen networks"}
+    rho = float(spearmanr([r["D"] for r in mem], [r["norm_at_target"] for r in mem]).statistic)
+    a, b = line([r["D"] for r in mem], [r["norm_at_target"] for r in mem])
+    ga, gb = line([r["D"] for r in gen], [r["norm_at_target"] for r in gen])
+    g_mean = level(gen)
+    g_D = [r["D"] for r in gen]
+    gen_change = float(np.exp(abs(gb) * np.log(max(g_D) / min(g_D))) - 1)
+    boot = bootstrap(mem, gen, n_boot)
+    d_crit = crossing(mem, gen)
+    mem_rises = rho >= crit["mem_rank_corr_min"] and boot["mem_slope_ci"] is not None and boot["mem_slope_ci"][0] > 0
+    gen_flat = gen_change <= crit["gen_rel_change_max"]
+    m.update({"mem_rank_corr": rho, "mem_exponent": b, "mem_log_intercept": a, "mem_exponent_ci": boot["mem_slope_ci"],
+              "gen_mean_norm": g_mean, "gen_exponent": gb, "gen_exponent_ci": boot["gen_slope_ci"],
+              "gen_rel_change": gen_change, "mem_rises": mem_rises, "gen_flat": gen_flat,
+              "D_crit": d_crit, "D_crit_ci": boot["D_crit_ci"], "D_crit_frac": d_crit / p_mod**2 if d_crit else None,
+              "extrapolated": None if d_crit is None else not min(r["D"] for r in mem) <= d_crit <= max(r["D"] for r in mem),
+              "kappa_median": statistics.median(r["kappa"] for r in mem + gen if r["kappa"] is not None)})
+    return combine(["holds" if mem_rises else "fails", "holds" if gen_flat else "fails"]), m
+
+
+def per_size(rows: list[dict]) -> dict:
+    out = {}
+    for kind in ("mem", "gen"):
+        for D in sorted({r["D"] for r in rows if r["kind"] == kind}):
+            sel = [r for r in rows if r["kind"] == kind and r["D"] == D]
+            out[f"{kind}-{D}"] = {"norm_at_target": [r["norm_at_target"] for r in sel],
+                                  "logit": [r["logit"] for r in sel], "final_norm": [r["final_norm"] for r in sel],
+                                  "kappa": [r["kappa"] for r in sel]}
+    return out
+
+
+def measure(cfg: Config, label: str = "efficiency") -> list[dict]:
+    """Train (or load) and measure every C_mem and C_gen network of cfg."""
+    jobs = jobs_for(cfg)
+    bar = Bar(f"{label} {cfg.model.arch}: {len(jobs)} circuit networks")
+    out = pmap(train_circuit, jobs, protocol_fields(cfg.params, DEFAULTS, "params")["workers"], on_done=bar)
+    bar.close()
+    return out
+
+
+def run(cfg: Config, run_dir) -> Verdict:
+    crit, p = protocol_fields(cfg.criteria, CRITERIA, "criteria"), protocol_fields(cfg.params, DEFAULTS, "params")
+    started = begin(cfg, run_dir)
+    results = measure(cfg)
+    status, measured = analyse(results, crit, p["n_boot"], cfg.task.p)
+    measured = {"p": cfg.task.p, "arch": cfg.model.arch, "weight_decay": cfg.optim.weight_decay,
+                "target_logit": p["target_logit"], **measured}
+    verdict = Verdict(NAME, CLAIM, status, measured, crit, seeds=list(cfg.seeds))
+    figure(cfg, results, measured, status, run_dir)
+    histories = {f"{r['kind']}-D{r['D']}-seed{r['seed']}": [{"step": s, "param_norm": n, "train_logit": lg}
+                                                            for s, n, lg in r["curve"]] for r in results}
+    return finish(cfg, run_dir, verdict, histories, started)
+
+
+def figure(cfg: Config, results: list[dict], m: dict, status: str, run_dir) -> None:
+    fig, ax = plots.subplots(1, 2, figsize=(11, 4))
+    nd, curves = ax[0, 0], ax[0, 1]
+    colour = {"mem": "C0", "gen": "C1"}
+    for kind, name in (("mem", "C_mem (random labels)"), ("gen", "C_gen (generalised)")):
+        rows = [r for r in results if r["kind"] == kind and r["norm_at_target"] is not None]
+        nd.scatter([r["D"] for r in rows], [r["norm_at_target"] for r in rows], color=colour[kind], s=16, label=name)
+    nd.set_yscale("log")
+    if m.get("mem_exponent") is not None:
+        D = np.geomspace(min(r["D"] for r in results), max(r["D"] for r in results), 100)
+        nd.plot(D, np.exp(m["mem_log_intercept"] + m["mem_exponent"] * np.log(D)), color="C0", lw=1,
+                label=f"C_mem ~ D^{m['mem_exponent']:.2f}")
+        nd.axhline(m["gen_mean_norm"], color="C1", lw=1)
+        if m.get("D_crit"):
+            ci = m["D_crit_ci"]
+            nd.axvline(m["D_crit"], color="black", ls="--", lw=0.8,
+                       label=f"crossing D={m['D_crit']:.0f}" + (f" [{ci[0]:.0f}, {ci[1]:.0f}]" if ci else ""))
+            if ci:
+                nd.axvspan(*ci, color="grey", alpha=0.15)
+    nd.set(xscale="log", xlabel="D (training pairs)", ylabel=f"parameter norm at logit {m['target_logit']:g}",
+           title=f"efficiency: {cfg.model.arch}, p={cfg.task.p}, wd {cfg.optim.weight_decay:g} ({status})")
+    nd.legend(fontsize=7)
+    sizes = sorted({r["D"] for r in results})
+    cmap = plots.plt.get_cmap("viridis")
+    for r in results:
+        if r["seed"] == results[0]["seed"]:
+            _, norms, logits = zip(*r["curve"])
+            curves.plot(logits, norms, color=cmap(sizes.index(r["D"]) / max(len(sizes) - 1, 1)), lw=1,
+                        ls="-" if r["kind"] == "mem" else "--", label=f"{r['kind']} D={r['D']}")
+    curves.axvline(m["target_logit"], color="grey", ls=":", lw=0.8)
+    curves.set(xlabel="mean correct-class train logit", ylabel="parameter norm",
+               title="along training (solid: C_mem, dashed: C_gen; one seed)")
+    curves.legend(fontsize=6, ncol=2)
+    plots.save(fig, run_dir)
