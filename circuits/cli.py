@@ -132,7 +132,7 @@ def check(preset: str = PRESET,
           device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda")) -> None:
     """Run every protocol's check variants with a preset; exit 1 unless every gating check `holds`.
     A variant marked `gate: false` in its protocol's YAML (a claim our runs did not confirm) is run
-    and reported with its status, but does not decide the exit code."""
+    and reported with its status, but does not decide the exit code; `name:` labels a variant."""
     rows = []
     typer.echo(f"{'check':<28} {'status':<13} {'seconds':>8}  key numbers")
     for proto in registry.protocols().values():
@@ -141,9 +141,9 @@ def check(preset: str = PRESET,
         typer.echo(f"# {proto.name}: {proto.claim}")
         for variant in proto.check:
             variant = dict(variant)
-            gate, why = variant.pop("gate", True), variant.pop("why", "")
+            gate, why, label = variant.pop("gate", True), variant.pop("why", ""), variant.pop("name", None)
             t0 = time.perf_counter()
-            name = "-".join([proto.name, *map(str, variant.values())])
+            name = "-".join([proto.name, label] if label else [proto.name, *map(str, variant.values())])
             v = api.run_protocol(proto.name, preset, out=out / name, fresh=True, device=device,
                                  arch=variant.get("arch"), overrides=[f"{k}={x}" for k, x in variant.items() if k != "arch"])
             rows.append({"check": name, "protocol": proto.name, "claim": proto.claim, "status": v["status"],

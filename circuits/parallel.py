@@ -13,13 +13,17 @@ def init_worker(threads: int) -> None:
     import torch
 
     os.environ["CIRCUITS_QUIET"] = "1"      # no per-run progress bars inside workers
+    os.environ["CIRCUITS_IN_WORKER"] = "1"  # a pmap inside a worker (a sweep of a protocol that uses pmap) runs in-process
     torch.set_num_threads(threads)
 
 
 def pmap(fn: Callable, items: Iterable, workers: int | None = None, on_done: Callable | None = None) -> list:
-    """[fn(item) for item in items], computed by `workers` processes (default: one per core);
+    """[fn(item) for item in items], computed by `workers` processes (default: one per core, or one
+    inside a worker of another pmap);
     `on_done(n_done, n_total)` after each. fn and the items must be picklable (top-level functions)."""
     items = list(items)
+    if workers is None and os.environ.get("CIRCUITS_IN_WORKER"):
+        workers = 1                          # the cores are taken by this worker's siblings already
     workers = max(1, min(workers or os.cpu_count() or 1, len(items) or 1))
     out: list = [None] * len(items)
     if workers == 1:

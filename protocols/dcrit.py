@@ -76,13 +76,13 @@ def estimate(fit, n_all: int) -> dict:
             "lo": fit.lo, "hi": fit.hi}
 
 
-def by_sweep(cfg: Config, p: dict, wd: float, run_dir: Path) -> dict:
+def by_sweep(cfg: Config, p: dict, wd: float) -> dict:
     """From scratch at every size x seed for the budget; the fit of final test accuracy against D."""
     sp = {**DEFAULTS["sweep"], **p["sweep"]}
     sub = replace(cfg, protocol="semigrokking", params={}, criteria={},
                   optim=replace(cfg.optim, weight_decay=wd),
                   train=replace(cfg.train, steps=scaled(sp["steps"], cfg, wd), eval_every=sp["eval_every"]))
-    jobs = semigrokking.scratch_jobs(sub, sizes_from(sp["sizes"], cfg.task.p ** 2), run_dir / "jobs" / f"sweep-wd{wd:g}")
+    jobs = semigrokking.scratch_jobs(sub, sizes_from(sp["sizes"], cfg.task.p ** 2))
     hists = semigrokking.run_scratch(jobs, p["workers"], f"dcrit sweep {cfg.model.arch} wd {wd:g}")
     D, acc = [j.size for j in jobs], [h[-1].get("test_acc", 0.0) for h in hists]
     fit = fit_transition(D, acc, [j.seed for j in jobs])
@@ -146,7 +146,7 @@ def run(cfg: Config, run_dir) -> Verdict:
     started = begin(cfg, run_dir)
     ests: dict[str, dict[float, dict]] = {}
     if "sweep" in methods:
-        ests["sweep"] = {wd: by_sweep(cfg, p, wd, run_dir) for wd in wds}
+        ests["sweep"] = {wd: by_sweep(cfg, p, wd) for wd in wds}
     if "ungrokking" in methods:
         ests["ungrokking"] = by_ungrokking(cfg, p, wds)
     if "efficiency" in methods:

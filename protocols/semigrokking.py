@@ -24,14 +24,14 @@ from pathlib import Path
 import numpy as np
 
 from circuits import plots
+from circuits.cache import trained
 from circuits.config import Config, protocol_fields
 from circuits.detect import Verdict, first_step, plateaus
-from circuits.experiment import begin, build, finish, setup
+from circuits.experiment import begin, finish
 from circuits.parallel import pmap
 from circuits.progress import Bar
 from circuits.store import read_json
 from circuits.tasks import frac_for, sizes_from
-from circuits.train import train
 
 NAME = "semigrokking"
 CLAIM = "trained at D ~ D_crit, delayed generalisation reaches only middling test accuracy"
@@ -46,7 +46,6 @@ class Job:
     cfg: Config            # task.frac set so that the training split has exactly `size` pairs
     size: int
     seed: int
-    checkpoint: str
 
 
 def dcrit_from_store(cfg: Config, root: str | Path = "runs") -> float | None:
@@ -76,15 +75,17 @@ def sizes_for(cfg: Config, p: dict) -> tuple[list[int], float | None, str]:
 
 
 def scratch(job: Job) -> list[dict]:
-    """Train from scratch on `size` pairs; the history of evaluations."""
-    cfg = job.cfg
-    crit = protocol_fields(cfg.criteria, CRITERIA, "criteria")
-    model, data = build(cfg, job.seed, setup(cfg))
+    """Train from scratch on `size` pairs until test accuracy reaches grok_acc or the budget ends; the
+    history of evaluations. The run goes through the trained-circuit cache (circuits/cache.py): a
+    killed run resumes from its checkpoint, and any protocol asking for the same run reads it back."""
+    crit = protocol_fields(job.cfg.criteria, CRITERIA, "criteria")
     stop = lambda row: row["train_acc"] >= crit["train_acc"] and row.get("test_acc", 0.0) >= crit["grok_acc"]
-    return train(model, data, cfg.optim, cfg.train, stop=stop, checkpoint=job.checkpoint, seed=job.seed).history
+    t, _ = trained(job.cfg, job.seed, stop=stop, stop_name=f"train-{crit['train_acc']}-test-{crit['grok_acc']}",
+                   quiet=True)
+    return t.result.history
 
 
-def scratch_jobs(cfg: Config, sizes: list[int], folder) -> list[Job]:
+def scratch_jobs(cfg: Config, sizes: list[int]) -> list[Job]:
     """One run from scratch per size x seed, with exactly `size` training pairs (also the from-scratch
     sweep of `circuits dcrit --method sweep`)."""
     n_all = cfg.task.p ** 2
@@ -92,7 +93,7 @@ def scratch_jobs(cfg: Config, sizes: list[int], folder) -> list[Job]:
     for size in sizes:
         for seed in cfg.seeds:
             c = replace(cfg, task=replace(cfg.task, frac=frac_for(size, n_all)))
-            jobs.append(Job(c, size, seed, str(Path(folder) / f"D{size}-seed{seed}" / "checkpoint.pt")))
+            jobs.append(Job(c, size, seed))
     return jobs
 
 
@@ -123,7 +124,7 @@ def run(cfg: Config, run_dir) -> Verdict:
     sizes, d_crit, source = sizes_for(cfg, p)
     started = begin(cfg, run_dir)
     n_all = cfg.task.p ** 2
-    jobs = scratch_jobs(cfg, sizes, Path(run_dir) / "jobs")
+    jobs = scratch_jobs(cfg, sizes)
     hists = run_scratch(jobs, p["workers"], f"semigrokking {cfg.model.arch}")
     outcomes = [classify(h, crit) for h in hists]
     per_size = {}

@@ -1,0 +1,164 @@
+"""Data efficiency (seed report 003, Fig. 4): per optimiser / regulariser config, how little training
+data suffices to generalise. Report 003's claims: weight decay towards zero makes a network much more
+data-efficient, weight decay towards the initialisation less so; noise (update noise, weight noise,
+dropout) helps too.
+
+For each config (params.configs: a name -> config overrides, merged over the preset; params.select
+narrows them to a list of names) x training
+fraction (params.fracs) x seed: a run from scratch for the budget train.steps, ending early once
+test accuracy reaches criteria.test_acc (the from-scratch runs of `circuits dcrit --method sweep`).
+Per config:
+  min_frac   the smallest fraction at which every seed reached criteria.test_acc (None: none did);
+  frac_50    the midpoint of a logistic fit of final test accuracy against the fraction, with a
+             bootstrap interval over seeds (circuits/fit.py, as `circuits dcrit`); None when the
+             accuracy does not rise across the fractions.
+Each claim in params.claims, {config: A, better_than: B}, is judged on frac_50 (the config needs
+less data): holds when A's interval lies wholly below B's (with one seed, no intervals: A's midpoint
+below B's), or A generalises somewhere in the range and B nowhere; fails when A needs as much data
+or more, or the intervals overlap (not shown); inconclusive when neither generalises in the range.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from circuits import plots
+from circuits.config import Config, deep_merge, from_dict, protocol_fields, to_dict
+from circuits.detect import Verdict, combine
+from circuits.errors import CircuitsError
+from circuits.experiment import begin, finish
+from circuits.fit import fit_transition
+from circuits.tasks import sizes_from
+from protocols import semigrokking
+
+NAME = "data-efficiency"
+CLAIM = "weight decay (towards zero; less so towards the init) and noise let a network generalise from less data"
+DEFAULTS = {"configs": {}, "select": None, "fracs": [0.2, 0.3, 0.4, 0.5, 0.6, 0.7], "claims": [], "workers": None,
+            "n_boot": 200}
+CRITERIA = {"test_acc": 0.99}
+
+
+@dataclass
+class Curve:
+    name: str
+    fracs: list[float]              # one per run
+    acc: list[float]                # final test accuracy, one per run
+    seeds: list[int]
+    min_frac: float | None
+    frac_50: float | None
+    ci: tuple[float, float] | None
+
+
+def config_for(cfg: Config, name: str, overrides: dict) -> Config:
+    """The preset's config with one config's overrides merged over it."""
+    base = to_dict(cfg)
+    try:
+        return from_dict(Config, deep_merge(base, {**overrides, "params": {}, "criteria": {}, "sweep": {}}),
+                         f"params.configs.{name}")
+    except CircuitsError as e:
+        raise CircuitsError(f"in params.configs.{name}: {e}") from None
+
+
+def selected(p: dict) -> dict:
+    """params.configs, narrowed to params.select when given."""
+    if not p["configs"]:
+        raise CircuitsError("data-efficiency needs params.configs (a name -> config overrides)")
+    names = p["select"] or list(p["configs"])
+    unknown = [n for n in names if n not in p["configs"]]
+    if unknown:
+        raise CircuitsError(f"params.select names unknown config(s) {', '.join(unknown)} (known: {', '.join(p['configs'])})")
+    return {n: p["configs"][n] for n in names}
+
+
+def measure(cfg: Config, p: dict, crit: dict) -> tuple[dict[str, Curve], dict]:
+    """Every config x fraction x seed from scratch; one curve per config, and the histories."""
+    configs = selected(p)
+    n_all = cfg.task.p ** 2
+    sizes = sizes_from(p["fracs"], n_all)
+    jobs, names = [], []
+    for name, over in configs.items():
+        sub = config_for(cfg, name, over or {})
+        sub.criteria = {"grok_acc": crit["test_acc"]}
+        js = semigrokking.scratch_jobs(sub, sizes)
+        jobs += js
+        names += [name] * len(js)
+    hists = semigrokking.run_scratch(jobs, p["workers"], f"data-efficiency {cfg.model.arch}")
+    curves = {}
+    for name in configs:
+        rows = [(j, h) for j, h, n in zip(jobs, hists, names) if n == name]
+        fracs = [j.size / n_all for j, _ in rows]
+        acc = [h[-1].get("test_acc", 0.0) for _, h in rows]
+        seeds = [j.seed for j, _ in rows]
+        reached = [f for f in sorted(set(fracs)) if all(a >= crit["test_acc"] for x, a in zip(fracs, acc) if x == f)]
+        fit = fit_transition(fracs, acc, seeds, n_boot=p["n_boot"])
+        curves[name] = Curve(name, fracs, acc, seeds, round(reached[0], 4) if reached else None, fit.D_mid, fit.ci)
+    histories = {f"{n}-D{j.size}-seed{j.seed}": h for j, h, n in zip(jobs, hists, names)}
+    return curves, histories
+
+
+def better(a: Curve, b: Curve) -> tuple[str, str]:
+    """Does config a need less data than config b? (status, why)."""
+    if a.frac_50 is None and b.frac_50 is None:
+        return "inconclusive", "neither generalises within the fractions and budget"
+    if a.frac_50 is None:
+        return "fails", f"{a.name} does not generalise in the range, {b.name} does"
+    if b.frac_50 is None:
+        return "holds", f"{a.name} generalises in the range, {b.name} does not"
+    if a.ci and b.ci:
+        if a.ci[1] < b.ci[0]:
+            return "holds", "intervals apart"
+        return "fails", "intervals overlap (not shown)" if a.ci[0] <= b.ci[1] else "needs more data"
+    return ("holds" if a.frac_50 < b.frac_50 else "fails"), "midpoints only (one seed: no intervals)"
+
+
+def judge(curves: dict[str, Curve], claims: list[dict]) -> list[dict]:
+    out = []
+    for c in claims:
+        a, b = c.get("config"), c.get("better_than")
+        if a not in curves or b not in curves:
+            raise CircuitsError(f"params.claims: {c} names a config not in params.configs ({', '.join(curves)})")
+        status, why = better(curves[a], curves[b])
+        out.append({"claim": f"{a} needs less data than {b}", "status": status, "why": why,
+                    "frac_50": [curves[a].frac_50, curves[b].frac_50], "ci": [curves[a].ci, curves[b].ci]})
+    return out
+
+
+def run(cfg: Config, run_dir) -> Verdict:
+    p, crit = protocol_fields(cfg.params, DEFAULTS, "params"), protocol_fields(cfg.criteria, CRITERIA, "criteria")
+    started = begin(cfg, run_dir)
+    curves, histories = measure(cfg, p, crit)
+    claims = judge(curves, p["claims"])
+    measured = {"p": cfg.task.p, "arch": cfg.model.arch, "claims": claims,
+                "configs": {n: {"min_frac": c.min_frac, "frac_50": c.frac_50, "frac_50_ci": c.ci,
+                                "points": list(zip(c.fracs, c.acc))} for n, c in curves.items()}}
+    status = combine([c["status"] for c in claims]) if claims else "inconclusive"
+    verdict = Verdict(NAME, CLAIM, status, measured, crit, seeds=list(cfg.seeds))
+    figure(cfg, curves, crit, run_dir)
+    return finish(cfg, run_dir, verdict, histories, started)
+
+
+def figure(cfg: Config, curves: dict[str, Curve], crit: dict, run_dir) -> None:
+    n = len(curves)
+    cols = min(3, n)
+    rows = -(-n // cols)
+    fig, ax = plots.subplots(rows, cols, figsize=(3.6 * cols, 2.7 * rows), sharex=True, sharey=True)
+    grid = np.linspace(min(min(c.fracs) for c in curves.values()), max(max(c.fracs) for c in curves.values()), 100)
+    for i, c in enumerate(curves.values()):
+        a = ax[i // cols, i % cols]
+        a.scatter(c.fracs, c.acc, s=14, color="C0", alpha=0.7)
+        fit = fit_transition(c.fracs, c.acc)
+        if fit.D_mid:
+            a.plot(grid, fit.curve(grid), color="C0", lw=1)
+        if c.frac_50:
+            a.axvline(c.frac_50, color="C3", ls="--", lw=0.8)
+            if c.ci:
+                a.axvspan(*c.ci, color="C3", alpha=0.1)
+        a.axhline(crit["test_acc"], color="grey", ls=":", lw=0.8)
+        mid = f"{c.frac_50:.2f}" if c.frac_50 else "none"
+        a.set_title(f"{c.name}\nmidpoint {mid}, min frac {c.min_frac}", fontsize=8)
+        a.set(xlabel="training fraction", ylabel="final test accuracy")
+    for j in range(n, rows * cols):
+        ax[j // cols, j % cols].axis("off")
+    fig.suptitle(f"data efficiency: {cfg.model.arch}, (x + y) mod {cfg.task.p}, {cfg.train.steps} steps", fontsize=9)
+    plots.save(fig, run_dir)
