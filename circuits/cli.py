@@ -32,7 +32,7 @@ def _summary(v: dict) -> str:
 def list_() -> None:
     """List protocols, their claims and presets."""
     for p in registry.protocols().values():
-        typer.echo(f"{p.name:<14} [{', '.join(p.presets)}]  {p.claim}")
+        typer.echo(f"{p.name:<18} [{', '.join(p.presets)}]  {p.claim}")
 
 
 @app.command()

@@ -31,7 +31,10 @@ def protocols() -> dict[str, Protocol]:
         mod = importlib.import_module(f"protocols.{info.name}")
         if not all(hasattr(mod, a) for a in ("NAME", "CLAIM", "run")):
             continue
-        spec = load_yaml(Path(mod.__file__).with_suffix(".yaml"))
+        path = Path(mod.__file__).with_suffix(".yaml")
+        if not path.exists():
+            raise CircuitsError(f"protocol module protocols/{info.name}.py has no presets file {path.name} beside it")
+        spec = load_yaml(path)
         out[mod.NAME] = Protocol(mod.NAME, mod.CLAIM, mod, spec.get("presets", {}), spec.get("check", [{}]))
     return out
 

@@ -11,7 +11,7 @@ Per config:
   min_frac   the smallest fraction at which every seed reached criteria.test_acc (None: none did);
   frac_50    the midpoint of a logistic fit of final test accuracy against the fraction, with a
              bootstrap interval over seeds (circuits/fit.py, as `circuits dcrit`); None when the
-             accuracy does not rise across the fractions.
+             accuracy does not reach 0.5 in the range (a midpoint beyond it is an extrapolation).
 Each claim in params.claims, {config: A, better_than: B}, is judged on frac_50 (the config needs
 less data): holds when A's interval lies wholly below B's (with one seed, no intervals: A's midpoint
 below B's), or A generalises somewhere in the range and B nowhere; fails when A needs as much data
@@ -76,6 +76,7 @@ def measure(cfg: Config, p: dict, crit: dict) -> tuple[dict[str, Curve], dict]:
     configs = selected(p)
     n_all = cfg.task.p ** 2
     sizes = sizes_from(p["fracs"], n_all)
+    nominal = {sizes_from([f], n_all)[0]: f for f in p["fracs"]}          # size -> the fraction asked for
     jobs, names = [], []
     for name, over in configs.items():
         sub = config_for(cfg, name, over or {})
@@ -87,12 +88,14 @@ def measure(cfg: Config, p: dict, crit: dict) -> tuple[dict[str, Curve], dict]:
     curves = {}
     for name in configs:
         rows = [(j, h) for j, h, n in zip(jobs, hists, names) if n == name]
-        fracs = [j.size / n_all for j, _ in rows]
+        fracs = [nominal.get(j.size, j.size / n_all) for j, _ in rows]
         acc = [h[-1].get("test_acc", 0.0) for _, h in rows]
         seeds = [j.seed for j, _ in rows]
         reached = [f for f in sorted(set(fracs)) if all(a >= crit["test_acc"] for x, a in zip(fracs, acc) if x == f)]
         fit = fit_transition(fracs, acc, seeds, n_boot=p["n_boot"])
-        curves[name] = Curve(name, fracs, acc, seeds, round(reached[0], 4) if reached else None, fit.D_mid, fit.ci)
+        inside = fit.D_mid is not None and fit.D_mid <= max(fracs) and max(acc) >= 0.5   # not an extrapolation
+        curves[name] = Curve(name, fracs, acc, seeds, reached[0] if reached else None,
+                             fit.D_mid if inside else None, fit.ci if inside else None)
     histories = {f"{n}-D{j.size}-seed{j.seed}": h for j, h, n in zip(jobs, hists, names)}
     return curves, histories
 
