@@ -10,6 +10,7 @@ from typing import List, Optional
 import typer
 
 from circuits import api, registry, sweep
+from circuits import check as checks
 from circuits.errors import CircuitsError
 from circuits.store import write_json
 
@@ -19,13 +20,6 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 ARCH = typer.Option(None, "--arch", help="transformer | mlp | rnn | lstm | gru | birnn")
 PRESET = typer.Option("quick", "--preset", help="quick (minutes on a 2-core CPU) | paper (the published setting)")
 OUT = typer.Option(None, "--out", help="run directory [default: runs/PROTOCOL/PRESET-ARCH-HASH]")
-
-
-def _summary(v: dict) -> str:
-    m = v.get("measured", {})
-    keys = [k for k, x in m.items() if isinstance(x, (int, float)) and not isinstance(x, bool)][:6]
-    nums = ", ".join(f"{k}={m[k]:.4g}" if isinstance(m[k], float) else f"{k}={m[k]}" for k in keys)
-    return nums
 
 
 @app.command("list")
@@ -80,7 +74,7 @@ def run(protocol: str = typer.Argument(..., help="a protocol name (see `circuits
 
 def _run_and_report(cfg, run_dir) -> dict:
     v = api.run_config(cfg, run_dir)
-    typer.echo(f"{v['protocol']}: {v['status']}  ({_summary(v)})")
+    typer.echo(f"{v['protocol']}: {v['status']}  ({checks.summary(v)})")
     typer.echo(f"run directory: {v['run_dir']}  (figure.png, verdict.json)")
     return v
 
@@ -129,32 +123,29 @@ def dcrit(p: Optional[int] = typer.Option(None, "--p", help="the modulus p"),
 def check(preset: str = PRESET,
           out: Path = typer.Option(Path("runs/check"), "--out", help="where the check's runs and check.json go"),
           only: List[str] = typer.Option([], "--only", help="check only these protocols (repeatable)"),
+          workers: int = typer.Option(1, "--workers", help="variants run side by side in this many processes, "
+                                      "one torch thread each"),
           device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda")) -> None:
     """Run every protocol's check variants with a preset; exit 1 unless every gating check `holds`.
     A variant marked `gate: false` in its protocol's YAML (a claim our runs did not confirm) is run
     and reported with its status, but does not decide the exit code; `name:` labels a variant."""
-    rows = []
-    typer.echo(f"{'check':<28} {'status':<13} {'seconds':>8}  key numbers")
-    for proto in registry.protocols().values():
-        if only and proto.name not in only:
-            continue
-        typer.echo(f"# {proto.name}: {proto.claim}")
-        for variant in proto.check:
-            variant = dict(variant)
-            gate, why, label = variant.pop("gate", True), variant.pop("why", ""), variant.pop("name", None)
-            t0 = time.perf_counter()
-            name = "-".join([proto.name, label] if label else [proto.name, *map(str, variant.values())])
-            v = api.run_protocol(proto.name, preset, out=out / name, fresh=True, device=device,
-                                 arch=variant.get("arch"), overrides=[f"{k}={x}" for k, x in variant.items() if k != "arch"])
-            rows.append({"check": name, "protocol": proto.name, "claim": proto.claim, "status": v["status"],
-                         "gate": gate, "why_not_gating": why or None, "numbers": _summary(v),
-                         "seconds": round(time.perf_counter() - t0, 1), "run_dir": v["run_dir"]})
-            shown = v["status"] if gate else f"{v['status']}*"
-            typer.echo(f"{name:<28} {shown:<13} {rows[-1]['seconds']:>7.1f}s  {rows[-1]['numbers']}")
+    if workers < 1:
+        raise CircuitsError(f"--workers must be >= 1, got {workers}")
+    found = checks.variants(preset, out, only, device)
+    typer.echo(f"{'check':<36} {'status':<13} {'seconds':>8}  key numbers")
+
+    def show(r: dict) -> None:
+        shown = r["status"] if r["gate"] else f"{r['status']}*"
+        typer.echo(f"{r['check']:<36} {shown:<13} {r['seconds']:>7.1f}s  {r['numbers']}")
+
+    t0 = time.perf_counter()
+    rows = checks.run_all(found, workers, on_row=show)
     gating = [r for r in rows if r["gate"]]
     passed = all(r["status"] == "holds" for r in gating)
-    write_json(out / "check.json", {"preset": preset, "passed": passed, "checks": rows})
-    typer.echo(f"\n{sum(r['status'] == 'holds' for r in gating)}/{len(gating)} gating checks hold; details in {out / 'check.json'}")
+    write_json(out / "check.json", {"preset": preset, "passed": passed, "workers": workers,
+                                    "seconds": round(time.perf_counter() - t0, 1), "checks": rows})
+    typer.echo(f"\n{sum(r['status'] == 'holds' for r in gating)}/{len(gating)} gating checks hold "
+               f"({time.perf_counter() - t0:.0f} s); details in {out / 'check.json'}")
     for r in rows:
         if not r["gate"]:
             typer.echo(f"* {r['check']}: reported, not gating: {r['why_not_gating']}")

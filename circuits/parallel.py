@@ -17,10 +17,12 @@ def init_worker(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def pmap(fn: Callable, items: Iterable, workers: int | None = None, on_done: Callable | None = None) -> list:
+def pmap(fn: Callable, items: Iterable, workers: int | None = None, on_done: Callable | None = None,
+         on_result: Callable | None = None) -> list:
     """[fn(item) for item in items], computed by `workers` processes (default: one per core, or one
     inside a worker of another pmap);
-    `on_done(n_done, n_total)` after each. fn and the items must be picklable (top-level functions)."""
+    `on_done(n_done, n_total)` and `on_result(result)` after each. fn and the items must be picklable
+    (top-level functions)."""
     items = list(items)
     if workers is None and os.environ.get("CIRCUITS_IN_WORKER"):
         workers = 1                          # the cores are taken by this worker's siblings already
@@ -29,6 +31,8 @@ def pmap(fn: Callable, items: Iterable, workers: int | None = None, on_done: Cal
     if workers == 1:
         for i, item in enumerate(items):
             out[i] = fn(item)
+            if on_result:
+                on_result(out[i])
             if on_done:
                 on_done(i + 1, len(items))
         return out
@@ -38,6 +42,8 @@ def pmap(fn: Callable, items: Iterable, workers: int | None = None, on_done: Cal
         futures = {pool.submit(fn, item): i for i, item in enumerate(items)}
         for n, fut in enumerate(as_completed(futures), 1):
             out[futures[fut]] = fut.result()
+            if on_result:
+                on_result(out[futures[fut]])
             if on_done:
                 on_done(n, len(items))
     return out
