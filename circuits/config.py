@@ -6,6 +6,7 @@ Merge order, later wins: dataclass defaults (the canonical setup) <- preset <- p
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, get_type_hints
 
@@ -87,6 +88,11 @@ class OptimConfig:
     nesterov: bool = True      # sgd
     warmup: int = 10           # lr * min(step / warmup, 1), step counted from 0 (Nanda et al.)
     batch_size: int = 0        # 0: full batch
+    # regularisers of the student reports (report 003, Fig. 4); the defaults leave training unchanged
+    decay_to_init: bool = False  # adamw only: decoupled decay towards the weights at the start of training,
+                                 # theta -= lr_t * weight_decay * (theta - theta_0), instead of towards zero
+    grad_noise: float = 0.0    # std of Gaussian noise added to every gradient before each step ("update noise")
+    weight_noise: float = 0.0  # std of Gaussian noise added to every weight after each step
 
     def __post_init__(self):
         _check(self.name in OPTIMIZERS, f"optim.name must be one of {', '.join(OPTIMIZERS)}, got {self.name!r}")
@@ -94,6 +100,11 @@ class OptimConfig:
         _check(self.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {self.weight_decay}")
         _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), f"optim.betas must be two numbers in [0, 1), got {self.betas}")
         _check(self.warmup >= 0 and self.batch_size >= 0, "optim.warmup and optim.batch_size must be >= 0")
+        _check(not self.decay_to_init or self.name == "adamw",
+               f"optim.decay_to_init needs optim.name adamw (decoupled decay), got {self.name!r}")
+        for name in ("grad_noise", "weight_noise"):
+            v = getattr(self, name)
+            _check(math.isfinite(v) and v >= 0, f"optim.{name} must be a finite number >= 0, got {v}")
         self.betas = tuple(float(b) for b in self.betas)
 
 

@@ -26,7 +26,8 @@ from circuits.train import Result
 
 def stack_key(cfg: Config):
     """Runs with equal keys can share one stacked model; None if this run cannot be stacked."""
-    if cfg.optim.name != "adamw" or cfg.optim.batch_size or cfg.model.dropout:
+    o = cfg.optim
+    if o.name != "adamw" or o.batch_size or cfg.model.dropout or o.decay_to_init or o.grad_noise or o.weight_noise:
         return None
     t = cfg.task
     return (repr(cfg.model), t.op, t.p, t.k, t.layout, cfg.train.steps, cfg.train.eval_every,

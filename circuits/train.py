@@ -7,6 +7,12 @@ optimiser. Every `eval_every` steps (and at each phase's end) the model is measu
 test (`metrics.evaluate`); `stop(row)` may end the run there. A non-finite loss ends it as
 `diverged`. With a checkpoint path the run saves itself every `checkpoint_every` steps and a
 re-run with the same path resumes where it stopped, with the same numbers as an unbroken run.
+
+The optimiser config's regularisers (all off by default, leaving the step untouched) act around
+each step: Gaussian noise on the gradients (`grad_noise`), decoupled decay towards the weights at
+the start of training instead of towards zero (`decay_to_init`), Gaussian noise on the weights
+(`weight_noise`). Their noise comes from a generator of its own, seeded by the run's seed and kept
+in checkpoints.
 """
 from __future__ import annotations
 
@@ -72,6 +78,8 @@ def train(model, data: Dataset, optim: OptimConfig, cfg: TrainConfig, *, phases:
     total = sum(ph.steps for ph in phases)
     res, pos = Result(), {"phase": 0, "phase_step": 0, "opt_step": 0}
     gen = torch.Generator().manual_seed(seed)      # minibatch order
+    noise = noise_generator(model, optim, seed)    # None unless grad_noise or weight_noise
+    theta_0 = [p.detach().clone() for p in model.parameters()] if optim.decay_to_init else None
     opt = None
     t_start = time.perf_counter()
 
@@ -83,8 +91,12 @@ def train(model, data: Dataset, optim: OptimConfig, cfg: TrainConfig, *, phases:
             return res
         gen.set_state(ck["gen"])
         torch.set_rng_state(ck["rng"])
+        if noise is not None:
+            noise.set_state(ck["noise"])
+        if theta_0 is not None:
+            theta_0 = [t.to(p.device) for t, p in zip(ck["theta_0"], model.parameters())]
         ph = phases[pos["phase"]]
-        opt = make_optimizer(model.parameters(), optim, _wd(ph, optim), ph.lr or optim.lr)
+        opt = make_optimizer(model.parameters(), optim, _opt_wd(ph, optim), ph.lr or optim.lr)
         opt.load_state_dict(ck["opt"])
         t_start -= res.seconds
 
@@ -103,8 +115,13 @@ def train(model, data: Dataset, optim: OptimConfig, cfg: TrainConfig, *, phases:
 
     def save():
         res.seconds = time.perf_counter() - t_start
-        save_torch(checkpoint, {"model": model.state_dict(), "opt": opt.state_dict(), "result": vars(res),
-                                "pos": dict(pos), "gen": gen.get_state(), "rng": torch.get_rng_state()})
+        state = {"model": model.state_dict(), "opt": opt.state_dict(), "result": vars(res),
+                 "pos": dict(pos), "gen": gen.get_state(), "rng": torch.get_rng_state()}
+        if noise is not None:
+            state["noise"] = noise.get_state()
+        if theta_0 is not None:
+            state["theta_0"] = [t.cpu() for t in theta_0]
+        save_torch(checkpoint, state)
 
     model.train()
     for phase_i in range(pos["phase"], len(phases)):
@@ -114,10 +131,10 @@ def train(model, data: Dataset, optim: OptimConfig, cfg: TrainConfig, *, phases:
         lr = ph.lr or optim.lr
         if pos["phase_step"] == 0:                                    # entering this phase (not resuming it)
             if opt is None or ph.fresh_optimizer:
-                opt = make_optimizer(model.parameters(), optim, _wd(ph, optim), lr)
+                opt = make_optimizer(model.parameters(), optim, _opt_wd(ph, optim), lr)
                 pos["opt_step"] = 0
             for group in opt.param_groups:
-                group["weight_decay"] = _wd(ph, optim)
+                group["weight_decay"] = _opt_wd(ph, optim)
             if not res.history or res.history[-1]["step"] != res.step:
                 if record(phase_i):
                     break
@@ -132,7 +149,13 @@ def train(model, data: Dataset, optim: OptimConfig, cfg: TrainConfig, *, phases:
             loss = F.cross_entropy(model(xb).double(), yb)   # float64 as Nanda et al.: no float32 loss floor
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if optim.grad_noise:
+                add_noise([p.grad for p in model.parameters() if p.grad is not None], optim.grad_noise, noise)
+            if theta_0 is not None:
+                decay_towards(list(model.parameters()), theta_0, opt.param_groups[0]["lr"] * _wd(ph, optim))
             opt.step()
+            if optim.weight_noise:
+                add_noise(list(model.parameters()), optim.weight_noise, noise)
             res.step += 1
             pos["phase_step"] += 1
             pos["opt_step"] += 1
@@ -154,3 +177,34 @@ def train(model, data: Dataset, optim: OptimConfig, cfg: TrainConfig, *, phases:
 
 def _wd(ph: Phase, optim: OptimConfig) -> float:
     return optim.weight_decay if ph.weight_decay is None else ph.weight_decay
+
+
+def _opt_wd(ph: Phase, optim: OptimConfig) -> float:
+    """The optimiser's own weight decay: none when the loop decays towards the initial weights itself."""
+    return 0.0 if optim.decay_to_init else _wd(ph, optim)
+
+
+NOISE_SEED_OFFSET = 1_000_003     # the noise generator's seed is this + the run's seed
+
+
+def noise_generator(model, optim: OptimConfig, seed: int) -> torch.Generator | None:
+    """A generator of its own for the regularisers' noise (so the minibatch order does not change)."""
+    if not (optim.grad_noise or optim.weight_noise):
+        return None
+    device = next(model.parameters()).device
+    return torch.Generator(device=device).manual_seed(NOISE_SEED_OFFSET + seed)
+
+
+@torch.no_grad()
+def add_noise(tensors: list[torch.Tensor], std: float, gen: torch.Generator) -> None:
+    """tensor += N(0, std^2), elementwise, for each tensor in order."""
+    for t in tensors:
+        t.add_(torch.randn(t.shape, generator=gen, device=t.device, dtype=t.dtype), alpha=std)
+
+
+@torch.no_grad()
+def decay_towards(params: list[torch.Tensor], theta_0: list[torch.Tensor], rate: float) -> None:
+    """Decoupled decay towards theta_0: theta -= rate * (theta - theta_0), rate = lr_t * weight_decay
+    (AdamW's own decay, theta -= rate * theta, is this with theta_0 = 0)."""
+    for p, p0 in zip(params, theta_0):
+        p.sub_(p - p0, alpha=rate)
