@@ -2,8 +2,8 @@
 its YAML) run with one preset and judged by the protocol's own written criteria.
 
 A variant is a dict of config overrides (`arch`, or any `key: value` for --set), plus `gate: false`
-and `why:` for a claim our runs did not confirm (run and reported, not gating) and `name:` for a
-label. With workers > 1 the variants run side by side in worker processes, one torch thread each
+and `why:` for a claim our runs did not confirm (run and reported, not gating), `name:` for a label
+and `slow: true` for one too long for CI (run only with `circuits check --slow`). With workers > 1 the variants run side by side in worker processes, one torch thread each
 (a protocol's own pmap then runs in-process: no pool inside a pool).
 """
 from __future__ import annotations
@@ -29,7 +29,9 @@ class Variant:
     device: str | None = None
 
 
-def variants(preset: str, out: Path, only: list[str] = (), device: str | None = None) -> list[Variant]:
+def variants(preset: str, out: Path, only: list[str] = (), device: str | None = None,
+             slow: bool = False) -> list[Variant]:
+    """The check variants of every protocol (of `only`), the slow ones only with slow=True."""
     found = []
     for proto in registry.protocols().values():
         if only and proto.name not in only:
@@ -37,6 +39,8 @@ def variants(preset: str, out: Path, only: list[str] = (), device: str | None = 
         for v in proto.check:
             v = dict(v)
             gate, why, label = v.pop("gate", True), v.pop("why", ""), v.pop("name", None)
+            if v.pop("slow", False) and not slow:
+                continue
             name = "-".join([proto.name, label] if label else [proto.name, *map(str, v.values())])
             found.append(Variant(proto.name, proto.claim, name, preset, Path(out) / name, v, gate, why, device))
     return found

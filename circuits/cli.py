@@ -125,13 +125,15 @@ def check(preset: str = PRESET,
           only: List[str] = typer.Option([], "--only", help="check only these protocols (repeatable)"),
           workers: int = typer.Option(1, "--workers", help="variants run side by side in this many processes, "
                                       "one torch thread each"),
+          slow: bool = typer.Option(False, "--slow", help="also the variants marked slow (too long for CI)"),
           device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda")) -> None:
     """Run every protocol's check variants with a preset; exit 1 unless every gating check `holds`.
     A variant marked `gate: false` in its protocol's YAML (a claim our runs did not confirm) is run
-    and reported with its status, but does not decide the exit code; `name:` labels a variant."""
+    and reported with its status, but does not decide the exit code; `name:` labels a variant; one
+    marked `slow: true` runs only with --slow."""
     if workers < 1:
         raise CircuitsError(f"--workers must be >= 1, got {workers}")
-    found = checks.variants(preset, out, only, device)
+    found = checks.variants(preset, out, only, device, slow)
     typer.echo(f"{'check':<36} {'status':<13} {'seconds':>8}  key numbers")
 
     def show(r: dict) -> None:

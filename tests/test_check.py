@@ -11,6 +11,9 @@ def test_variants_read_gate_why_and_name(tmp_path):
     assert found["grokking-transformer"].overrides == {"arch": "transformer"}
     assert all(v.out == tmp_path / v.name for v in found.values())
     assert {v.protocol for v in check.variants("quick", tmp_path, only=["simulation"])} == {"simulation"}
+    slow = {v.name for v in check.variants("quick", tmp_path, only=["factors"], slow=True)}
+    assert "factors-architectures" in slow and "factors-architectures" not in found   # only with --slow
+    assert "factors-fraction" in found and all("slow" not in v.overrides for v in found.values())
 
 
 def test_side_by_side_gives_the_rows_in_order(tmp_path):
