@@ -26,10 +26,15 @@ def run_protocol(protocol: str, preset: str = "quick", *, out: str | Path | None
     """Resolve the config, run the protocol into its run directory, return the verdict as a dict."""
     cfg = resolve(protocol, preset, arch=arch, p=p, frac=frac, seeds=seeds, device=device,
                   config_file=config_file, overrides=list(overrides))
+    return run_config(cfg, run_dir_for(cfg, out, fresh))
+
+
+def run_dir_for(cfg: config.Config, out: str | Path | None = None, fresh: bool = False) -> Path:
+    """`out`, or the default run directory of cfg; emptied first with fresh (else a re-run resumes)."""
     run_dir = Path(out) if out else default_out(cfg)
     if fresh and run_dir.exists():
         shutil.rmtree(run_dir)
-    return run_config(cfg, run_dir)
+    return run_dir
 
 
 def run_config(cfg: config.Config, run_dir) -> dict:

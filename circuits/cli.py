@@ -1,7 +1,6 @@
 """The `circuits` command line (typer). Thin: parse, resolve the config, call a protocol, print."""
 from __future__ import annotations
 
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -59,9 +58,7 @@ def run(protocol: str = typer.Argument(..., help="a protocol name (see `circuits
     cfg = api.resolve(protocol, preset, arch=arch, p=p, frac=frac, seeds=seeds, device=device,
                       config_file=str(config) if config else None, overrides=overrides)
     cfg.sweep = {**cfg.sweep, **sweep.parse_axes(sweep_)}
-    run_dir = out or api.default_out(cfg)
-    if fresh and Path(run_dir).exists():
-        shutil.rmtree(run_dir)
+    run_dir = api.run_dir_for(cfg, out, fresh)
     if cfg.sweep or executor != "local":
         if workers is not None and workers < 1:
             raise CircuitsError(f"--workers must be >= 1, got {workers}")
@@ -103,9 +100,7 @@ def dcrit(p: Optional[int] = typer.Option(None, "--p", help="the modulus p"),
     interval per method; writes figure.png and verdict.json (measured: D_crit per method)."""
     overrides = [f"params.method={method}"] + ([f"params.weight_decays={_floats(wd, '--wd')}"] if wd else []) + list(set_)
     cfg = api.resolve("dcrit", preset, arch=arch, p=p, seeds=seeds, device=device, overrides=overrides)
-    run_dir = out or api.default_out(cfg)
-    if fresh and Path(run_dir).exists():
-        shutil.rmtree(run_dir)
+    run_dir = api.run_dir_for(cfg, out, fresh)
     v = _run_and_report(cfg, run_dir)
     m = v["measured"]
     for name, rows in m.get("methods", {}).items():

@@ -26,12 +26,12 @@ the C_mem sizes).
 """
 from __future__ import annotations
 
-import copy
 import statistics
 from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
+from torch.func import functional_call
 from scipy.stats import spearmanr
 
 from circuits import plots
@@ -39,7 +39,7 @@ from circuits.cache import trained
 from circuits.config import Config, protocol_fields
 from circuits.detect import Verdict, combine
 from circuits.experiment import begin, finish
-from circuits.metrics import all_logits, correct_logit, param_norm
+from circuits.metrics import correct_logit, param_norm
 from circuits.parallel import pmap
 from circuits.progress import Bar
 from circuits.tasks import frac_for, sizes_from
@@ -74,11 +74,13 @@ def jobs_for(cfg: Config) -> list[Job]:
 
 @torch.no_grad()
 def logit_at_scale(model, data, c: float) -> float:
-    """Mean correct-class train logit of the network with every parameter multiplied by c."""
-    scaled = copy.deepcopy(model)
-    for w in scaled.parameters():
-        w.mul_(c)
-    logits = all_logits(scaled, data)[data.train_idx]                 # [n_train, d_vocab]
+    """Mean correct-class train logit of the network with every parameter multiplied by c (the
+    network itself is not touched; evaluated as in eval mode)."""
+    was_training = model.training
+    model.eval()
+    scaled = {k: c * w for k, w in model.named_parameters()}
+    logits = functional_call(model, scaled, (data.tokens[data.train_idx],))      # [n_train, d_vocab]
+    model.train(was_training)
     return correct_logit(logits, data.labels[data.train_idx]).mean().item()
 
 

@@ -79,6 +79,7 @@ from circuits.errors import CircuitsError
 from circuits.experiment import begin, finish
 from circuits.metrics import all_logits
 from protocols.simulation import log_steps
+from protocols.ungrokking import grokked_rule
 
 NAME = "mixture"
 CLAIM = ("a mixture w_mem C_mem + w_gen C_gen of frozen circuits groks when C_gen is learned more slowly "
@@ -115,19 +116,13 @@ def criteria(cfg: Config) -> dict:
 
 # ---------------------------------------------------------------- the two frozen circuits
 
-def gen_stop(crit: dict):
-    """Stop rule and name of C_gen's training: those of the ungrokking protocol (a shared cache entry)."""
-    return (lambda row: row["train_acc"] >= 0.99 and row.get("test_acc", 0.0) >= crit["gen_test_acc"],
-            f"grokked-{crit['gen_test_acc']}")
-
-
 def mem_config(cfg: Config, p: dict) -> Config:
     return dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, weight_decay=p["mem_weight_decay"]))
 
 
 def circuits(cfg: Config, seed: int, p: dict, crit: dict):
     """(C_mem, C_gen) for one seed, from the cache (trained there if absent)."""
-    stop, name = gen_stop(crit)
+    stop, name = grokked_rule(crit["gen_test_acc"])        # the ungrokking protocol's: a shared cache entry
     gen, _ = trained(cfg, seed, stop=stop, stop_name=name, label=f"C_gen {cfg.model.arch} seed {seed} (cached)")
     mem, _ = trained(mem_config(cfg, p), seed, stop=lambda row: row["train_acc"] >= crit["train_acc"],
                      stop_name=f"train-fit-{crit['train_acc']}", label=f"C_mem {cfg.model.arch} seed {seed} (cached)")

@@ -29,7 +29,7 @@ from circuits.fit import fit_transition, intervals_overlap
 from circuits.parallel import pmap
 from circuits.progress import Bar
 from circuits.store import cache_dir, config_hash, load_torch
-from circuits.tasks import nested_subset
+from circuits.tasks import nested_subset, sizes_from
 from circuits.train import Phase, train
 
 NAME = "ungrokking"
@@ -63,15 +63,15 @@ def params(cfg: Config) -> dict:
     return p
 
 
-def grok_stop(cfg: Config):
-    crit = protocol_fields(cfg.criteria, CRITERIA, "criteria")
-    return lambda row: row["train_acc"] >= 0.99 and row.get("test_acc", 0.0) >= crit["pretrain_test_acc"]
+def grokked_rule(test_acc: float):
+    """(stop rule, cache name) of a network trained until it has grokked: every protocol that needs a
+    grokked network (ungrokking, dcrit, mixture) asks with these, so they share one cache entry."""
+    return (lambda row: row["train_acc"] >= 0.99 and row.get("test_acc", 0.0) >= test_acc), f"grokked-{test_acc}"
 
 
 def subset_size(x: float, p: int, n_train: int) -> int:
     """A size given as a fraction of all p^2 pairs (x <= 1) or as a count; at most the training split."""
-    n = int(round(x * p * p)) if x <= 1 else int(x)
-    return max(1, min(n, n_train))
+    return max(1, min(sizes_from([x], p * p)[0], n_train))
 
 
 def ungrok(job: Job) -> list[dict]:
@@ -154,8 +154,9 @@ def measure(cfg: Config) -> Measured:
     ungrokking estimate of D_crit: shared with `circuits dcrit --method ungrokking`)."""
     crit, p = protocol_fields(cfg.criteria, CRITERIA, "criteria"), params(cfg)
     histories, jobs, grokked = {}, [], {}
+    stop, name = grokked_rule(crit["pretrain_test_acc"])
     for seed in cfg.seeds:
-        t, path = trained(cfg, seed, stop=grok_stop(cfg), stop_name=f"grokked-{crit['pretrain_test_acc']}",
+        t, path = trained(cfg, seed, stop=stop, stop_name=name,
                           label=f"grok {cfg.model.arch} seed {seed} (cached)")
         histories[f"seed{seed}-grok"] = t.result.history
         grokked[seed] = {"steps": t.result.step, "test_acc": t.result.history[-1].get("test_acc"),
