@@ -72,6 +72,14 @@ def combine(statuses: list[str]) -> str:
     return "holds"
 
 
+def claims_from(statuses: dict[str, str]) -> list[dict]:
+    """A multi-claim verdict's `measured.claims`: [{claim, status}], one per claim it judges, so that
+    `circuits check` can expect each claim separately (`claims:` of a check variant)."""
+    for s in statuses.values():
+        assert s in STATUSES, s
+    return [{"claim": c, "status": s} for c, s in statuses.items()]
+
+
 @dataclass
 class Verdict:
     protocol: str
@@ -83,6 +91,7 @@ class Verdict:
     config: str = "config.yaml"
     seeds: list[int] = field(default_factory=list)
     seconds: float | None = None
+    rationale: dict[str, str] = field(default_factory=dict)   # criterion -> the claim it tests (YAML)
 
     def __post_init__(self):
         assert self.status in STATUSES, self.status

@@ -69,6 +69,9 @@ def finish(cfg: Config, run_dir, verdict: Verdict, histories: dict[str, list[dic
     write_metrics(run_dir, rows)
     ended = time.time()
     verdict.seconds = round(ended - started, 2)
+    if not verdict.rationale:
+        from circuits import registry                 # registry imports the protocols, which import us
+        verdict.rationale = registry.get(cfg.protocol).rationale
     write_json(run_dir / "meta.json", meta(str(resolve_device(cfg.train.device)), started, ended))
     write_json(run_dir / "verdict.json", verdict.to_dict())
     return verdict

@@ -19,6 +19,7 @@ class Protocol:
     module: ModuleType
     presets: dict
     check: list[dict]        # variants `circuits check` runs, e.g. [{arch: transformer}, {arch: mlp}]
+    rationale: dict          # criterion -> one line naming the statement it tests (THEORY.md, paper, report)
 
     def run(self, cfg, run_dir):
         return self.module.run(cfg, run_dir)
@@ -35,7 +36,8 @@ def protocols() -> dict[str, Protocol]:
         if not path.exists():
             raise CircuitsError(f"protocol module protocols/{info.name}.py has no presets file {path.name} beside it")
         spec = load_yaml(path)
-        out[mod.NAME] = Protocol(mod.NAME, mod.CLAIM, mod, spec.get("presets", {}), spec.get("check", [{}]))
+        out[mod.NAME] = Protocol(mod.NAME, mod.CLAIM, mod, spec.get("presets", {}), spec.get("check", [{}]),
+                               spec.get("rationale", {}))
     return out
 
 
