@@ -2,46 +2,120 @@
 kept under $CIRCUITS_CACHE (default ~/.cache/circuits) and reused by later runs and protocols.
 
 The key is a hash of everything that decides the trained weights: task, model, optimiser, step
-budget, seed and the stop rule's name. Training into the cache checkpoints as it goes, so a killed
-run resumes; the finished entry is written atomically and is never half-read.
+budget, seed, the stop rule's name, the entry format (CACHE_FORMAT) and the training code
+(`code_fingerprint`: the source of the trainer, tasks, metrics, models and `experiment.build`,
+comments and docstrings aside). Format and code are stored in the entry too and checked on
+reading: a mismatch is a miss. Training into the cache checkpoints as it goes, so a killed run
+resumes; the finished entry is written atomically and is never half-read; a truncated one is
+trained again. While an entry trains its lock is held: a second process asking for it waits,
+then reads the first one's result instead of training it again.
 """
 from __future__ import annotations
 
+import ast
 import dataclasses
+import functools
+import hashlib
+import inspect
+import sys
+import textwrap
 from pathlib import Path
 
+from circuits import experiment
 from circuits.config import Config, to_dict
-from circuits.experiment import Trained, build, setup
+from circuits.experiment import Trained, build, torch_threads
 from circuits.progress import Bar
-from circuits.store import cache_dir, config_hash, load_torch, save_torch, write_json
-from circuits.train import Result, train
+from circuits.store import CorruptFile, cache_dir, config_hash, load_torch, locked, save_torch, write_json
+from circuits.train import Result, resolve_device, train
+
+CACHE_FORMAT = 2                 # bump when what an entry holds, or how it is keyed, changes
+PACKAGE = Path(__file__).resolve().parent
+CODE_FILES = ("train.py", "tasks.py", "metrics.py", "models/*.py")
 
 
 def cache_key(cfg: Config, seed: int, stop_name: str) -> str:
     d = to_dict(cfg)
     train_cfg = {k: v for k, v in d["train"].items() if k not in ("device", "threads", "checkpoint_every")}
     return config_hash({"task": d["task"], "model": d["model"], "optim": d["optim"], "train": train_cfg,
-                        "seed": seed, "stop": stop_name})
+                        "seed": seed, "stop": stop_name, "format": CACHE_FORMAT, "code": code_fingerprint()})
+
+
+@functools.lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """sha256 over the syntax trees (docstrings dropped, so comment and docstring edits keep the
+    cache) of the code that decides a trained network: CODE_FILES and experiment.build."""
+    h = hashlib.sha256()
+    for pattern in CODE_FILES:
+        for path in sorted(PACKAGE.glob(pattern)):
+            h.update(path.relative_to(PACKAGE).as_posix().encode())
+            h.update(source_digest(path.read_text()).encode())
+    h.update(source_digest(textwrap.dedent(inspect.getsource(experiment.build))).encode())
+    return h.hexdigest()[:16]
+
+
+def source_digest(source: str) -> str:
+    """The dump of source's syntax tree without docstrings (comments are not in the tree)."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                    and isinstance(body[0].value.value, str):
+                node.body = body[1:] or [ast.Pass()]
+    return hashlib.sha256(ast.dump(tree).encode()).hexdigest()
+
+
+def read_entry(path: Path, model) -> Result | None:
+    """The cached result at path, its weights loaded into model; None on a miss: no entry, one of
+    another format or code, or a truncated one (said in one line on stderr)."""
+    if not path.exists():
+        return None
+    try:
+        entry = load_torch(path)
+    except CorruptFile as e:
+        print(f"circuits: {e}; training it again", file=sys.stderr, flush=True)
+        return None
+    if not isinstance(entry, dict) or entry.get("format") != CACHE_FORMAT or entry.get("code") != code_fingerprint():
+        return None
+    try:
+        model.load_state_dict(entry["model"])
+        return Result(**entry["result"])
+    except (KeyError, TypeError, RuntimeError) as e:
+        print(f"circuits: {path} does not fit this model ({type(e).__name__}); training it again",
+              file=sys.stderr, flush=True)
+        return None
 
 
 def trained(cfg: Config, seed: int, stop=None, stop_name: str = "budget", label: str | None = None,
             quiet: bool = False) -> tuple[Trained, Path]:
     """The network `cfg` trains from `seed` until `stop` (named `stop_name`) or its budget, from the
     cache when it is there; returns it and its cache file."""
-    device = setup(cfg)
-    model, data = build(cfg, seed, device)
-    folder = cache_dir() / cache_key(cfg, seed, stop_name)
-    path = folder / "model.pt"
-    if path.exists():
-        entry = load_torch(path)
-        model.load_state_dict(entry["model"])
-        return Trained(seed, model, data, Result(**entry["result"])), path
+    with torch_threads(cfg.train.threads):
+        device = resolve_device(cfg.train.device)
+        model, data = build(cfg, seed, device)
+        key = cache_key(cfg, seed, stop_name)
+        folder = cache_dir() / key
+        path = folder / "model.pt"
+        result = read_entry(path, model)
+        if result is not None:
+            return Trained(seed, model, data, result), path
+        with locked(folder / ".lock", waiting=f"cache entry {folder} is being trained by {{holder}}; waiting for it"):
+            result = read_entry(path, model)        # trained by the process we waited for
+            if result is None:
+                result = _train_into(cfg, seed, stop, stop_name, key, model, data, folder, label, quiet)
+    return Trained(seed, model, data, result), path
+
+
+def _train_into(cfg: Config, seed: int, stop, stop_name: str, key: str, model, data, folder: Path,
+                label: str | None, quiet: bool) -> Result:
+    """Train into the cache folder (resuming its checkpoint) and write the entry."""
     bar = Bar(label or f"train {cfg.model.arch} seed {seed} ({stop_name}) into the cache", quiet=quiet)
     result = train(model, data, cfg.optim, cfg.train, stop=stop, checkpoint=folder / "checkpoint.pt",
-                   progress=bar, seed=seed)
+                   progress=bar, seed=seed, fingerprint_extra={"cache": key})
     bar.close()
     write_json(folder / "config.json", {**to_dict(cfg), "seed": seed, "stop": stop_name})
-    save_torch(path, {"model": {k: v.cpu() for k, v in model.state_dict().items()},
-                      "result": dataclasses.asdict(result)})
+    save_torch(folder / "model.pt", {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                                     "result": dataclasses.asdict(result), "format": CACHE_FORMAT,
+                                     "code": code_fingerprint(), "key": key})
     (folder / "checkpoint.pt").unlink(missing_ok=True)
-    return Trained(seed, model, data, result), path
+    return result

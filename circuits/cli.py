@@ -1,8 +1,11 @@
 """The `circuits` command line (typer). Thin: parse, resolve the config, call a protocol, print."""
 from __future__ import annotations
 
+import contextlib
+import math
+import os
 import sys
-import time
+import tempfile
 from pathlib import Path
 from typing import List, Optional
 
@@ -10,11 +13,18 @@ import typer
 
 from circuits import api, registry, sweep
 from circuits import check as checks
+from circuits.config import did_you_mean, validate_run
 from circuits.errors import CircuitsError
-from circuits.store import write_json
+
+EXIT_BAD_INPUT = 2     # a user error: one line on stderr, nothing started
+EXIT_OS_ERROR = 3      # the file system failed during a run (disk full, permissions): one line naming the path
+DCRIT_METHODS = ("sweep", "ungrokking", "efficiency", "all")
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="A testbed for the circuit-efficiency theory of grokking (Varma et al. 2023).")
+                  help="A testbed for the circuit-efficiency theory of grokking (Varma et al. 2023).\n\n"
+                       "Exit codes: 0 done; 1 `check`: a gating check does not hold; 2 bad input (one line on "
+                       "stderr, nothing started); 3 a file-system error during a run, e.g. a full disk (one line "
+                       "naming the path; re-running resumes).")
 
 ARCH = typer.Option(None, "--arch", help="transformer | mlp | rnn | lstm | gru | birnn")
 PRESET = typer.Option("quick", "--preset", help="quick (minutes on a 2-core CPU) | paper (the published setting)")
@@ -54,19 +64,70 @@ def run(protocol: str = typer.Argument(..., help="a protocol name (see `circuits
                                                "shape as one stacked model [default: on with CUDA, off on CPU]")) -> None:
     """Run one protocol; writes config.yaml, meta.json, metrics.csv, figure.png/.pdf and verdict.json.
     With --sweep (or a preset's sweep), runs the grid and writes sweep.csv."""
+    proto = known_protocol(protocol)
     overrides = ([f"params.study={study}"] if study else []) + list(set_)
     cfg = api.resolve(protocol, preset, arch=arch, p=p, frac=frac, seeds=seeds, device=device,
                       config_file=str(config) if config else None, overrides=overrides)
     cfg.sweep = {**cfg.sweep, **sweep.parse_axes(sweep_)}
-    run_dir = api.run_dir_for(cfg, out, fresh)
-    if cfg.sweep or executor != "local":
-        if workers is not None and workers < 1:
-            raise CircuitsError(f"--workers must be >= 1, got {workers}")
-        opts = sweep.SlurmOptions(partition=partition, time_min=time_min, cpus=cpus, gpus=gpus)
-        path = sweep.run_sweep(cfg, run_dir, workers=workers, executor=executor, slurm=opts, stacked=stacked)
-        typer.echo(f"sweep table: {path}")
-        return
-    _run_and_report(cfg, run_dir)
+    swept = bool(cfg.sweep) or executor != "local"
+    if workers is not None and workers < 1:
+        raise CircuitsError(f"--workers must be >= 1, got {workers}")
+    if executor not in ("local", "slurm"):
+        raise CircuitsError(f"--executor must be local or slurm, got {executor!r}")
+    validate_run(cfg, proto)                         # all of it before a run directory is chosen or made
+    run_dir = checked_run_dir(cfg, out, fresh)
+    with naming(run_dir):
+        if swept:
+            opts = sweep.SlurmOptions(partition=partition, time_min=time_min, cpus=cpus, gpus=gpus)
+            path = sweep.run_sweep(cfg, run_dir, workers=workers, executor=executor, slurm=opts, stacked=stacked)
+            typer.echo(f"sweep table: {path}")
+            return
+        _run_and_report(cfg, run_dir)
+
+
+def known_protocol(name: str) -> registry.Protocol:
+    """The protocol of that name; an unknown name is one line, with the nearest known name."""
+    found = registry.protocols()
+    if name not in found:
+        raise CircuitsError(f"unknown protocol {name!r} ({did_you_mean(name, found)}known: {', '.join(found)})")
+    return found[name]
+
+
+def check_out(path: Path, what: str = "--out") -> None:
+    """Refuse a run directory that cannot be one before anything is written: an existing file, a
+    path below a file, or a folder where nothing can be created (probed with a temp file that is
+    removed at once)."""
+    path = folder = Path(path)
+    try:
+        if path.exists() and not path.is_dir():
+            raise CircuitsError(f"{what} {path} is an existing file, not a folder")
+        while not folder.exists():
+            folder = folder.parent
+        if not folder.is_dir():
+            raise CircuitsError(f"{what} {path}: {folder} is a file, not a folder")
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".circuits-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise CircuitsError(f"{what} {path}: cannot create files in {folder} ({e.strerror or e})") from None
+
+
+def checked_run_dir(cfg, out: Optional[Path], fresh: bool) -> Path:
+    """The run directory of a validated cfg: `out` (or the default one) checked by `check_out`,
+    then api.run_dir_for (which may empty it with --fresh)."""
+    check_out(Path(out) if out else api.default_out(cfg), "--out" if out else "run directory")
+    return api.run_dir_for(cfg, out, fresh)
+
+
+@contextlib.contextmanager
+def naming(run_dir):
+    """An OSError without a file name (a failed write: ENOSPC) gets the run directory as its name."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is None:
+            raise OSError(e.errno, e.strerror or str(e), str(run_dir)) from e
+        raise
 
 
 def _run_and_report(cfg, run_dir) -> dict:
@@ -78,9 +139,12 @@ def _run_and_report(cfg, run_dir) -> dict:
 
 def _floats(raw: str, what: str) -> list[float]:
     try:
-        return [float(x) for x in raw.split(",")]
+        out = [float(x) for x in raw.split(",")]
     except ValueError:
-        raise CircuitsError(f"{what} expects numbers separated by commas, e.g. 0.3,1,3; got {raw!r}") from None
+        out = []
+    if not out or not all(math.isfinite(x) for x in out):
+        raise CircuitsError(f"{what} expects finite numbers separated by commas, e.g. 0.3,1,3; got {raw!r}")
+    return out
 
 
 @app.command()
@@ -98,10 +162,16 @@ def dcrit(p: Optional[int] = typer.Option(None, "--p", help="the modulus p"),
           fresh: bool = typer.Option(False, "--fresh", help="delete the run directory first instead of resuming it")) -> None:
     """Estimate D_crit, the training-set size where C_mem and C_gen are equally efficient, with an
     interval per method; writes figure.png and verdict.json (measured: D_crit per method)."""
+    if method not in DCRIT_METHODS:
+        hint = did_you_mean(method, DCRIT_METHODS).strip()
+        raise CircuitsError(f"--method must be one of {', '.join(DCRIT_METHODS)}, got {method!r}"
+                            + (f" ({hint})" if hint else ""))
     overrides = [f"params.method={method}"] + ([f"params.weight_decays={_floats(wd, '--wd')}"] if wd else []) + list(set_)
     cfg = api.resolve("dcrit", preset, arch=arch, p=p, seeds=seeds, device=device, overrides=overrides)
-    run_dir = api.run_dir_for(cfg, out, fresh)
-    v = _run_and_report(cfg, run_dir)
+    validate_run(cfg)                                # all of it before a run directory is chosen or made
+    run_dir = checked_run_dir(cfg, out, fresh)
+    with naming(run_dir):
+        v = _run_and_report(cfg, run_dir)
     m = v["measured"]
     for name, rows in m.get("methods", {}).items():
         for w, e in rows.items():
@@ -117,56 +187,46 @@ def dcrit(p: Optional[int] = typer.Option(None, "--p", help="the modulus p"),
 @app.command()
 def check(preset: str = PRESET,
           out: Path = typer.Option(Path("runs/check"), "--out", help="where the check's runs and check.json go"),
-          only: List[str] = typer.Option([], "--only", help="check only these protocols (repeatable)"),
+          only: List[str] = typer.Option([], "--only", help="a protocol or a check-variant name (repeatable)"),
           workers: int = typer.Option(1, "--workers", help="variants run side by side in this many processes, "
-                                      "one torch thread each"),
+                                      "one torch thread each (the longest start first)"),
           slow: bool = typer.Option(False, "--slow", help="also the variants marked slow (too long for CI)"),
+          list_: bool = typer.Option(False, "--list", help="print every variant with its expectation and "
+                                     "minutes; run nothing"),
           device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda")) -> None:
-    """Run every protocol's check variants with a preset; exit 1 unless every gating check `holds`.
-    A variant marked `gate: false` in its protocol's YAML (a claim our runs did not confirm) is run
-    and reported with its status, but does not decide the exit code; `name:` labels a variant; one
-    marked `slow: true` runs only with --slow."""
-    if workers < 1:
-        raise CircuitsError(f"--workers must be >= 1, got {workers}")
-    found = checks.variants(preset, out, only, device, slow)
-    typer.echo(f"{'check':<36} {'status':<13} {'seconds':>8}  key numbers")
-
-    def show(r: dict) -> None:
-        shown = r["status"] if r["gate"] else f"{r['status']}*"
-        typer.echo(f"{r['check']:<36} {shown:<13} {r['seconds']:>7.1f}s  {r['numbers']}")
-
-    t0 = time.perf_counter()
-    rows = checks.run_all(found, workers, on_row=show)
-    gating = [r for r in rows if r["gate"]]
-    passed = all(r["status"] == "holds" for r in gating)
-    write_json(out / "check.json", {"preset": preset, "passed": passed, "workers": workers,
-                                    "seconds": round(time.perf_counter() - t0, 1), "checks": rows})
-    typer.echo(f"\n{sum(r['status'] == 'holds' for r in gating)}/{len(gating)} gating checks hold "
-               f"({time.perf_counter() - t0:.0f} s); details in {out / 'check.json'}")
-    for r in rows:
-        if not r["gate"]:
-            typer.echo(f"* {r['check']}: reported, not gating: {r['why_not_gating']}")
-    if not passed:
-        raise typer.Exit(1)
+    """Run every protocol's check variants and compare each verdict (and each listed claim) with its
+    expectation (`expect:` / `claims:` in the protocol's YAML): exit 0 if all match, 1 if any differs
+    in either direction (a `fails` that starts to hold turns it red too), 3 if a variant crashed
+    (its traceback in VARIANT/error.txt)."""
+    if not list_:
+        check_out(out)
+    code = checks.main(preset, out, only, workers, slow, list_, device, echo=typer.echo)
+    if code:
+        raise typer.Exit(code)
 
 
-def main() -> None:
-    """Entry point: user errors end with one line on stderr and exit code 2, never a traceback."""
+def main(argv: Optional[List[str]] = None) -> None:
+    """Entry point: user errors end with one line on stderr and exit code 2 (EXIT_BAD_INPUT), never a
+    traceback; a file-system error during a run (a full disk) with one line naming the path and exit
+    code 3 (EXIT_OS_ERROR). argv: the arguments (default sys.argv[1:])."""
     try:  # typer >= 0.20 carries its own click
         from typer._click import exceptions as click_exc
     except ImportError:  # pragma: no cover
         from click import exceptions as click_exc
 
     try:
-        rc = app(standalone_mode=False)
+        rc = app(args=argv, prog_name="circuits", standalone_mode=False)
     except CircuitsError as e:
-        typer.echo(f"error: {e}", err=True)
-        sys.exit(2)
+        typer.echo(f"error: {' '.join(str(e).split())}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
     except click_exc.UsageError as e:
         if type(e).__name__ == "NoArgsIsHelpError":  # typer has printed the help already
             sys.exit(0)
-        typer.echo(f"error: {e.format_message()}", err=True)
-        sys.exit(2)
+        typer.echo(f"error: {' '.join(e.format_message().split())}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    except OSError as e:
+        typer.echo(f"error: {e.filename or 'a file'}: {e.strerror or e}", err=True)
+        sys.exit(EXIT_OS_ERROR)
     except click_exc.ClickException as e:
         typer.echo(f"error: {e.format_message()}", err=True)
         sys.exit(e.exit_code)

@@ -6,7 +6,10 @@ Merge order, later wins: dataclass defaults (the canonical setup) <- preset <- p
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import itertools
 import math
+import re
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, get_type_hints
 
@@ -23,6 +26,19 @@ OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop", "nadam")
 def _check(ok: bool, msg: str) -> None:
     if not ok:
         raise CircuitsError(msg)
+
+
+def did_you_mean(name: str, known, prefix: str = "") -> str:
+    """' (did you mean optim.weight_decay?)'-style hint: the nearest known name, or ''."""
+    close = difflib.get_close_matches(name, [str(k) for k in known], n=1, cutoff=0.6)
+    return f"did you mean {prefix}{close[0]}? " if close else ""
+
+
+def unknown_key(path: str, known, prefix: str = "") -> CircuitsError:
+    """The one message for a key that is not there: the nearest known key, then all of them."""
+    name = path.rsplit(".", 1)[-1]
+    return CircuitsError(f"unknown config key {path!r} ({did_you_mean(name, known, prefix)}"
+                         f"known: {', '.join(map(str, known)) or 'none'})")
 
 
 @dataclass
@@ -102,7 +118,7 @@ class OptimConfig:
         _check(self.warmup >= 0 and self.batch_size >= 0, "optim.warmup and optim.batch_size must be >= 0")
         _check(not self.decay_to_init or self.name == "adamw",
                f"optim.decay_to_init needs optim.name adamw (decoupled decay), got {self.name!r}")
-        for name in ("grad_noise", "weight_noise"):
+        for name in ("grad_noise", "weight_noise", "momentum"):
             v = getattr(self, name)
             _check(math.isfinite(v) and v >= 0, f"optim.{name} must be a finite number >= 0, got {v}")
         self.betas = tuple(float(b) for b in self.betas)
@@ -120,6 +136,7 @@ class TrainConfig:
         _check(self.steps >= 1 and self.eval_every >= 1 and self.checkpoint_every >= 1,
                "train.steps, train.eval_every and train.checkpoint_every must be >= 1")
         _check(self.device in ("auto", "cpu", "cuda"), f"train.device must be auto, cpu or cuda, got {self.device!r}")
+        _check(self.threads >= 0, f"train.threads must be >= 0 (0: torch's default), got {self.threads}")
 
 
 @dataclass
@@ -141,17 +158,22 @@ class Config:
 
 # ---------------------------------------------------------------- building from dicts
 
+SECTIONS = ("task", "model", "optim", "train", "criteria", "params", "sweep")   # mappings, never scalars
+FIXED = ("protocol", "preset")      # chosen by the command (`circuits run NAME --preset P`), not by --set
+
+
 def from_dict(cls, d: dict, where: str = ""):
     """Build dataclass `cls` from a nested dict; an unknown key is a CircuitsError."""
     if not isinstance(d, dict):
-        raise CircuitsError(f"{where or 'config'} must be a mapping, got {d!r}")
+        raise CircuitsError(f"{where or 'config'} must be a mapping of its fields, got {d!r}"
+                            + (f" (set one field: --set {where}.FIELD=VALUE)" if where else ""))
     hints = get_type_hints(cls)
-    names = {f.name for f in fields(cls)}
+    names = [f.name for f in fields(cls)]
     kwargs = {}
     for key, value in d.items():
-        path = f"{where}.{key}" if where else key
+        path = f"{where}.{key}" if where else str(key)
         if key not in names:
-            raise CircuitsError(f"unknown config key {path!r} (known: {', '.join(sorted(names))})")
+            raise unknown_key(path, sorted(names), f"{where}." if where else "")
         kwargs[key] = _coerce(hints[key], value, path)
     return cls(**kwargs)
 
@@ -170,16 +192,27 @@ def _coerce(tp, value, path):
                 raise TypeError
             return int(value)
         if tp is float:
+            if isinstance(value, bool) or not math.isfinite(float(value)):
+                raise TypeError
             return float(value)
         if tp is str:
             return str(value)
         if origin is tuple:
-            return tuple(float(v) for v in value)
+            out = tuple(float(v) for v in value)
+            if not all(math.isfinite(v) for v in out):
+                raise TypeError
+            return out
         if origin is list:
             (item,) = tp.__args__
             return [_coerce(item, v, path) for v in (value if isinstance(value, (list, tuple)) else [value])]
-    except (TypeError, ValueError):
-        raise CircuitsError(f"bad value for {path}: {value!r} (expected {getattr(tp, '__name__', tp)})") from None
+        if origin is dict and not isinstance(value, dict):
+            raise CircuitsError(f"{path} is a section, not a value: set one of its keys, e.g. --set {path}.KEY=VALUE "
+                                f"(got {path}={value!r})")
+    except (TypeError, ValueError, OverflowError) as e:
+        if isinstance(e, CircuitsError):
+            raise
+        expected = "a finite number" if tp is float else "an integer" if tp is int else getattr(tp, "__name__", tp)
+        raise CircuitsError(f"bad value for {path}: {value!r} (expected {expected})") from None
     return value
 
 
@@ -212,31 +245,58 @@ def nest(key: str, value) -> dict:
 
 
 def parse_override(item: str) -> dict:
-    """'model.d_model=64' -> {'model': {'d_model': 64}}; the value is read as YAML."""
+    """'model.d_model=64' -> {'model': {'d_model': 64}}; the value is read as YAML. The protocol and
+    the preset are the command's own (`circuits run NAME --preset P`), never a --set."""
     if "=" not in item:
         raise CircuitsError(f"--set expects key=value, got {item!r}")
     key, raw = item.split("=", 1)
+    top = key.strip().split(".")[0]
+    if top in FIXED:
+        how = "the protocol argument (circuits run NAME)" if top == "protocol" else "--preset NAME"
+        raise CircuitsError(f"--set cannot change {top}; give it with {how}")
     return nest(key, read_value(raw))
 
 
+_SCIENTIFIC = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)[eE][-+]?\d+")   # 1e-3, 2E5: YAML 1.1 reads these as strings
+
+
 def read_value(raw: str):
+    """A --set / --sweep value read as YAML, with 1e-3-style numbers read as numbers."""
     try:
-        return yaml.safe_load(raw) if raw else ""
+        value = yaml.safe_load(raw) if raw else ""
     except yaml.YAMLError:
         return raw
+    if isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()):
+        return float(value)
+    return value
 
 
 def load_yaml(path) -> dict:
+    """A YAML file holding a mapping; any problem reading it is one CircuitsError naming the file."""
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             data = yaml.safe_load(f) or {}
     except FileNotFoundError:
         raise CircuitsError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise CircuitsError(f"config file {path} is a directory, not a YAML file") from None
+    except UnicodeDecodeError as e:
+        raise CircuitsError(f"config file {path} is not UTF-8 text (byte {e.start}: {e.reason})") from None
     except yaml.YAMLError as e:
-        raise CircuitsError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        raise CircuitsError(f"config file {path} is not valid YAML: {' '.join(str(e).split())}") from None
+    except OSError as e:
+        raise CircuitsError(f"cannot read config file {path}: {e.strerror or e}") from None
     if not isinstance(data, dict):
         raise CircuitsError(f"config file {path} must hold a mapping")
     return data
+
+
+def _check_sections(layer: dict, where: str) -> None:
+    """Sections (task, model, ..., criteria, params, sweep) must be mappings, never a scalar."""
+    for key in SECTIONS:
+        if key in layer and not isinstance(layer[key], dict):
+            raise CircuitsError(f"{where}: {key} is a section, not a value: set one of its fields, "
+                                f"e.g. --set {key}.FIELD=VALUE (got {key}={layer[key]!r})")
 
 
 def resolve(protocol: str, presets: dict, preset: str = "quick", *, arch: str | None = None,
@@ -244,7 +304,8 @@ def resolve(protocol: str, presets: dict, preset: str = "quick", *, arch: str | 
             seeds: int | None = None, device: str | None = None, overrides: list[str] = ()) -> Config:
     """The fully resolved config of one protocol run (see the module docstring for the order)."""
     if preset not in presets:
-        raise CircuitsError(f"protocol {protocol!r} has no preset {preset!r} (has: {', '.join(presets)})")
+        raise CircuitsError(f"protocol {protocol!r} has no preset {preset!r} "
+                            f"({did_you_mean(preset, presets)}has: {', '.join(presets)})")
     base = dict(presets[preset] or {})
     by_arch = base.pop("by_arch", {}) or {}
     cli: dict = {}
@@ -264,7 +325,12 @@ def resolve(protocol: str, presets: dict, preset: str = "quick", *, arch: str | 
         cli = deep_merge(cli, {"train": {"device": device}})
     for item in overrides:
         cli = deep_merge(cli, parse_override(item))
+    _check_sections(cli, "--set")
     file = load_yaml(config_file) if config_file else {}
+    _check_sections(file, f"config file {config_file}")
+    for key, given in (("protocol", protocol), ("preset", preset)):   # a saved config.yaml may be passed back
+        if key in file and file[key] != given:
+            raise CircuitsError(f"config file {config_file} is for {key} {file[key]!r}, not {given!r}")
     layers = [base, file, cli]
     chosen = ModelConfig.arch
     for layer in layers:  # the architecture picks the preset's by_arch block, which sits under the rest
@@ -280,8 +346,7 @@ def protocol_fields(given: dict, defaults: dict, what: str) -> dict:
     type is a CircuitsError. Lists and None defaults take any value; numbers take their default's type."""
     unknown = sorted(set(given) - set(defaults))
     if unknown:
-        names = ", ".join(f"{what}.{k}" for k in unknown)
-        raise CircuitsError(f"unknown config key(s) {names} (known: {', '.join(defaults)})")
+        raise unknown_key(f"{what}.{unknown[0]}", list(defaults), f"{what}.")
     out = dict(defaults)
     for k, v in given.items():
         d = defaults[k]
@@ -296,3 +361,111 @@ def protocol_fields(given: dict, defaults: dict, what: str) -> dict:
         else:
             out[k] = type(d)(v)
     return out
+
+
+# ---------------------------------------------------------------- validating a run before it starts
+
+def check_like(value, ref, path: str) -> None:
+    """`value` must have the kind of `ref` (a protocol's default or a preset's value): a bool stays a
+    bool, a number a finite number (an integer where ref is one), a string a string, a list a list
+    (of numbers where ref's items are numbers), a mapping a mapping (its known keys checked alike).
+    ref None takes anything."""
+    if ref is None:
+        return
+    if isinstance(ref, bool):
+        ok, want = isinstance(value, bool), "true or false"
+    elif isinstance(ref, (int, float)):
+        ok, want = _is_number(value), "a finite number"
+        if ok and isinstance(ref, int) and value != int(value):
+            ok, want = False, "an integer"
+    elif isinstance(ref, str):
+        ok, want = isinstance(value, str), "a string"
+    elif isinstance(ref, (list, tuple)):
+        numbers = bool(ref) and all(_is_number(r) for r in ref)
+        ok = isinstance(value, (list, tuple)) and (not numbers or all(_is_number(v) for v in value))
+        want = "a list of numbers, e.g. [0.3, 0.5]" if numbers else "a list"
+    elif isinstance(ref, dict):
+        ok, want = isinstance(value, dict), "a mapping"
+        if ok:
+            for k in value:
+                if k in ref:
+                    check_like(value[k], ref[k], f"{path}.{k}")
+    else:
+        return
+    if not ok:
+        raise CircuitsError(f"bad value for {path}: {value!r} (expected {want})")
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def known_fields(proto, what: str) -> dict[str, tuple]:
+    """A protocol's known `params` or `criteria` keys -> (ref, nullable): ref is the value a given
+    value's kind is checked against, the protocol module's default (DEFAULTS / CRITERIA) or else the
+    first value a preset (or a preset's by_arch block) gives; nullable where a default or a preset is None."""
+    module = getattr(proto.module, "DEFAULTS" if what == "params" else "CRITERIA", None) or {}
+    out = {k: (v, v is None) for k, v in module.items()}
+    for preset in proto.presets.values():
+        preset = preset or {}
+        for block in [preset] + [b or {} for b in (preset.get("by_arch") or {}).values()]:
+            for k, v in (block.get(what) or {}).items():
+                ref, nullable = out.get(k, (None, False))
+                out[k] = (v if ref is None else ref, nullable or v is None)
+    return out
+
+
+def check_protocol_fields(cfg: Config, proto, what: str) -> None:
+    """cfg.params or cfg.criteria against the protocol's known keys (`known_fields`): an unknown key
+    (with the nearest known one) or a value of the wrong kind is a CircuitsError."""
+    known = known_fields(proto, what)
+    for key, value in getattr(cfg, what).items():
+        if key not in known:
+            if not known:
+                raise CircuitsError(f"unknown config key '{what}.{key}' (protocol {proto.name} takes no {what})")
+            raise unknown_key(f"{what}.{key}", list(known), f"{what}.")
+        ref, nullable = known[key]
+        if not (value is None and nullable):
+            check_like(value, ref, f"{what}.{key}")
+
+
+def sweep_axes(cfg: Config) -> dict[str, list]:
+    """cfg.sweep as axes {key: [values]}; refuses the keys a sweep point cannot vary (seeds: use
+    --seeds; protocol, preset, sweep) and a nested mapping where a list of values belongs."""
+    axes = {}
+    for key, values in cfg.sweep.items():
+        top = ALIASES.get(str(key).split(".")[0], str(key).split(".")[0])
+        if top == "seeds":
+            raise CircuitsError("--sweep seeds=... would be replaced by the run's seeds; use --seeds N "
+                                "(seeds 0..N-1) or --set seeds=[3,4]")
+        if top in FIXED or top == "sweep":
+            raise CircuitsError(f"--sweep cannot vary {top}; run one command per {top}")
+        if isinstance(values, dict):
+            raise CircuitsError(f"sweep.{key} must be a list of values, e.g. --sweep task.frac=0.3,0.5; got {values!r}")
+        axes[key] = list(values) if isinstance(values, (list, tuple)) else [values]
+    return axes
+
+
+def validate_run(cfg: Config, proto=None) -> None:
+    """Every check of a resolved config that must pass before a run directory is chosen or made:
+    the protocol's params and criteria (known keys, values of the right kind), whether the task and
+    model fit in memory (tasks.check_fits), the protocol module's own `validate(cfg)` where it has
+    one, and the same for every point of cfg.sweep.
+    proto: cfg.protocol's registry.Protocol, if at hand (else looked up)."""
+    from circuits import registry, tasks       # they import this module
+
+    proto = proto or registry.get(cfg.protocol)
+    axes = sweep_axes(cfg)
+    base = to_dict(cfg)
+    base["sweep"] = {}
+    for combo in itertools.product(*axes.values()):   # one config per grid point (the seeds change nothing here)
+        d = base
+        for key, value in zip(axes, combo):
+            d = deep_merge(d, nest(key, value))
+        point = from_dict(Config, d)
+        check_protocol_fields(point, proto, "params")
+        check_protocol_fields(point, proto, "criteria")
+        tasks.check_fits(point.task, point.model, point.optim.batch_size, point.train.device)
+        own = getattr(proto.module, "validate", None)   # a protocol's own checks, if it has them: validate(cfg)
+        if callable(own):
+            own(point)

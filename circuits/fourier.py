@@ -34,6 +34,13 @@ frequencies (the paper's choice for restricted loss) can be read off the history
 `key_frequencies` reads the key frequencies off a logit table (energy along the cos/sin
 directions of the output classes, summed over all inputs); `final_key_frequencies` applies it to
 a trained network's C_gen part (its C_mem residual spreads over all frequencies).
+
+Memory. The tables above are [p, p, p] (`split`, `sum_profile`, `addition_table`: for analyses at
+small p). What runs during training never builds one, nor all logits at once: `Strengths` sums,
+chunk by chunk of inputs, the logits by label t = x + y into M [p (t), p (c)] (then
+g(s) = sum_t M[t, t - s] / p^2) and keeps one centred correct logit per input; and since each row
+c -> g_K(x + y - c) of the C_gen table has the energy per frequency of g_K itself (a shift and a
+reflection change only phases), the key frequencies of the C_gen part are those of g.
 """
 from __future__ import annotations
 
@@ -42,7 +49,7 @@ from functools import lru_cache
 
 import torch
 
-from circuits.metrics import all_logits
+from circuits.metrics import logit_chunks
 from circuits.tasks import Dataset
 
 
@@ -166,6 +173,50 @@ def _cos_table(p: int, device: str) -> torch.Tensor:
     return ((2 / p) * torch.cos(2 * math.pi * k[:, None] * s[None, :] / p)).to(device)
 
 
+class Strengths:
+    """`strength_metrics` summed over chunks of the inputs (metrics.evaluate's accumulator protocol:
+    add(start, logits of inputs start..), then result()): keeps M [p (t), p (c)], the number-class
+    logits summed by label t = x + y, and each input's centred correct logit [n], in float64."""
+
+    def __init__(self, model, data: Dataset, per_frequency: bool = False):
+        self.data, self.per_frequency, self.ok = data, per_frequency, is_addition(data)
+        if self.ok:
+            device = data.tokens.device
+            self.M = torch.zeros(data.p, data.p, dtype=torch.float64, device=device)
+            self.correct = torch.zeros(len(data.tokens), dtype=torch.float64, device=device)
+
+    def add(self, start: int, logits: torch.Tensor) -> None:
+        if not self.ok:
+            return
+        L = logits[:, : self.data.p].double()                                    # [len, p]
+        labels = self.data.labels[start : start + len(L)]
+        self.M.index_add_(0, labels, L)
+        self.correct[start : start + len(L)] = L.gather(1, labels[:, None])[:, 0] - L.mean(1)
+
+    def profile(self) -> torch.Tensor:
+        """g(s) = mean over (x, y) of L[x, y, (x + y - s) mod p] = sum_t M[t, t - s] / p^2, [p]."""
+        p = self.data.p
+        return self.M.gather(1, _diff_index(p, str(self.M.device))).sum(0) / p ** 2
+
+    def by_frequency(self) -> torch.Tensor:
+        """Each frequency's C_gen correct-class logit, [(p - 1) / 2] (as gen_correct_by_frequency)."""
+        return _cos_table(self.data.p, str(self.M.device)) @ self.profile()
+
+    def result(self) -> dict[str, float]:
+        if not self.ok:
+            return {}
+        by_k = self.by_frequency()
+        g0 = by_k.sum().item()                                                   # C_gen at the correct class, any input
+        out = {}
+        for name, idx in (("train", self.data.train_idx), ("test", self.data.test_idx)):
+            if len(idx):
+                out[f"{name}_gen_logit"] = g0
+                out[f"{name}_mem_logit"] = self.correct[idx].mean().item() - g0
+        if self.per_frequency:
+            out.update({f"gen_logit_k{k + 1}": v for k, v in enumerate(by_k.tolist())})
+        return out
+
+
 def strength_metrics(model, data: Dataset, logits: torch.Tensor, per_frequency: bool = False) -> dict[str, float]:
     """For metrics.evaluate's `extra`: mean correct-class logit of the C_gen part (all frequencies;
     see the module docstring) and of the C_mem part, on the train and on the test inputs: keys
@@ -173,22 +224,14 @@ def strength_metrics(model, data: Dataset, logits: torch.Tensor, per_frequency: 
     its mean over the p classes (softmax ignores that offset), so gen + mem = correct logit - mean
     class logit. With per_frequency, also gen_logit_k{k} for every k (they sum to the gen logit),
     from which the C_gen logit of any frequency set can be read afterwards. {} for any task but
-    2-operand addition in layout `xy=` / `xy` with true labels."""
-    if not is_addition(data):
-        return {}
-    p = data.p
-    by_k = gen_correct_by_frequency(logits[:, :p], data.labels)              # [(p - 1) / 2]
-    g0 = by_k.sum().item()                                                   # C_gen at the correct class, any input
-    centred = logits[:, :p] - logits[:, :p].mean(1, keepdim=True)            # [n, p]
-    correct = centred.gather(1, data.labels[:, None])[:, 0]                  # [n]
-    out = {}
-    for name, idx in (("train", data.train_idx), ("test", data.test_idx)):
-        if len(idx):
-            out[f"{name}_gen_logit"] = g0
-            out[f"{name}_mem_logit"] = correct[idx].mean().item() - g0
-    if per_frequency:
-        out.update({f"gen_logit_k{k + 1}": v for k, v in enumerate(by_k.tolist())})
-    return out
+    2-operand addition in layout `xy=` / `xy` with true labels. metrics.evaluate computes it chunk
+    by chunk (`Strengths`, this function's `accumulator`)."""
+    acc = Strengths(model, data, per_frequency)
+    acc.add(0, logits)
+    return acc.result()
+
+
+strength_metrics.accumulator = Strengths
 
 
 def gen_logit_of(row: dict, freqs) -> float | None:
@@ -225,11 +268,15 @@ def overtake_step(history: list[dict], after: int, freqs=None) -> int | None:
     return None
 
 
-def final_key_frequencies(model, data: Dataset, threshold: float = 0.9) -> list[int] | None:
+def final_key_frequencies(model, data: Dataset, threshold: float = 0.9, chunk: int | None = None) -> list[int] | None:
     """Key frequencies of a trained model: those carrying `threshold` of the energy of its logits'
     C_gen part (its logits along cos/sin(w_k (x + y - c)); the C_mem residual, spread over all
-    frequencies, would otherwise inflate the set). None if the task is not addition."""
-    L = addition_table(data, all_logits(model, data))
-    if L is None:
+    frequencies, would otherwise inflate the set). Read off the sum profile g, which has the C_gen
+    part's energy per frequency (module docstring), from the logits chunk by chunk: no [p, p, p]
+    table. None if the task is not addition."""
+    if not is_addition(data):
         return None
-    return key_frequencies(split(L)[0], threshold)
+    acc = Strengths(model, data)
+    for start, logits in logit_chunks(model, data, chunk):
+        acc.add(start, logits)
+    return key_frequencies(acc.profile()[None], threshold)

@@ -7,6 +7,8 @@ The members' losses are summed, so a member's gradient is that of its own loss a
 leaks between members. AdamW runs elementwise on the stacked tensors with per-member lr and
 weight decay, as torch.optim.AdamW does per run. A member stops on its own criterion and is then
 frozen; its history ends there. Full batch, one phase, AdamW only (`stackable` says which).
+A protocol's extra metrics (`metrics.evaluate`'s `extra`, e.g. grokking's Fourier strengths) are
+measured per member at each evaluation, on the member's own weights, logits and training split.
 """
 from __future__ import annotations
 
@@ -34,8 +36,27 @@ def stack_key(cfg: Config):
             cfg.optim.betas, cfg.optim.warmup, cfg.train.device)
 
 
-def train_stacked(models: list, datas: list[Dataset], cfgs: list[Config], stops: list, device) -> list[Result]:
-    """Train len(models) runs side by side; returns one Result per member, as `train` would."""
+@torch.no_grad()
+def member_extras(model, member_params: dict, data: Dataset, logits: torch.Tensor, extra_metrics) -> dict:
+    """The extra metrics of one member: its weights loaded into its own model (eval mode, as
+    `metrics.evaluate` sees it), with its logits on every input and its data."""
+    named = dict(model.named_parameters())
+    for k, p in member_params.items():
+        named[k].copy_(p.detach())
+    was_training = model.training
+    model.eval()
+    data = data.to(logits.device)
+    row = {}
+    for fn in extra_metrics:
+        row.update(fn(model, data, logits))
+    model.train(was_training)
+    return row
+
+
+def train_stacked(models: list, datas: list[Dataset], cfgs: list[Config], stops: list, device,
+                  extra_metrics=()) -> list[Result]:
+    """Train len(models) runs side by side; returns one Result per member, as `train` would (with
+    `extra_metrics`, the callables (model, data, logits) -> dict of `train`, for every member)."""
     M, cfg0 = len(models), cfgs[0]
     base = copy.deepcopy(models[0]).to("meta")
     for module in base.modules():
@@ -83,6 +104,8 @@ def train_stacked(models: list, datas: list[Dataset], cfgs: list[Config], stops:
                    "param_norm": norms[m].item()}
             if len(d.test_idx):
                 row.update(split_metrics(logits[m, d.test_idx], labels[d.test_idx], "test"))
+            if extra_metrics:
+                row.update(member_extras(models[m], {k: p[m] for k, p in params.items()}, d, logits[m], extra_metrics))
             row["time"] = round(time.perf_counter() - t0, 3)
             res = results[m]
             res.history.append(row)

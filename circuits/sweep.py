@@ -21,7 +21,8 @@ from circuits.config import Config, deep_merge, from_dict, nest, read_value, to_
 from circuits.errors import CircuitsError
 from circuits.parallel import pmap
 from circuits.progress import Bar, silenced
-from circuits.store import atomic_write_text, read_json, remove_stale_temps, save_torch, write_json
+from circuits.experiment import run_lock
+from circuits.store import atomic_write_text, read_json, remove_stale_temps, write_json
 from circuits.train import resolve_device
 
 
@@ -56,6 +57,8 @@ def parse_axes(items: list[str]) -> dict[str, list]:
 
 def grid(cfg: Config, axes: dict[str, list], out: Path) -> list[Point]:
     """Every combination of the axes' values, times every seed of cfg, as points under out/points/."""
+    for key, values in axes.items():
+        refuse_repeats(key, values)
     base = to_dict(cfg)
     base["sweep"] = {}
     pts = []
@@ -69,6 +72,14 @@ def grid(cfg: Config, axes: dict[str, list], out: Path) -> list[Point]:
             name = ",".join(f"{k}={v}" for k, v in fields.items())
             pts.append(Point(name, from_dict(Config, d), Path(out) / "points" / name.replace("/", "_"), fields))
     return pts
+
+
+def refuse_repeats(key: str, values: list) -> None:
+    """A value listed twice for one key would make two points of one config: refused (values are
+    compared as parsed, so 0.5 and 0.50 are the same value)."""
+    for i, v in enumerate(values):
+        if any(v == w and isinstance(v, bool) == isinstance(w, bool) for w in values[:i]):
+            raise CircuitsError(f"--sweep {key} lists the value {v} twice")
 
 
 def run_point(cfg: Config, run_dir) -> dict:
@@ -153,15 +164,17 @@ def prestack(points: list[Point], bar: Bar, max_members: int = 64) -> None:
     `stop_rule`), group by group, straight into their checkpoints; running the points afterwards
     then only judges them and writes their run directories."""
     from circuits import registry, stack
-    from circuits.experiment import build, setup
+    from circuits.experiment import build, save_trained, seed_checkpoint, setup
 
     groups: dict = {}
     for p in points:
-        rule = getattr(registry.get(p.cfg.protocol).module, "stop_rule", None)
-        ck = p.run_dir / f"seed{p.cfg.seeds[0]}" / "checkpoint.pt"
+        module = registry.get(p.cfg.protocol).module
+        rule = getattr(module, "stop_rule", None)
         key = stack.stack_key(p.cfg)
-        if rule is not None and key is not None and not ck.exists() and not api.is_done(p.cfg, p.run_dir):
-            groups.setdefault(key, []).append((p, rule(p.cfg), ck))
+        if (rule is not None and key is not None and not seed_checkpoint(p.run_dir, p.cfg.seeds[0]).exists()
+                and not api.is_done(p.cfg, p.run_dir)):
+            extras = getattr(module, "extra_metrics", lambda cfg: ())(p.cfg)   # e.g. grokking's Fourier strengths
+            groups.setdefault((key, p.cfg.protocol, tuple(map(repr, extras))), []).append((p, rule(p.cfg), extras))
     done = 0
     for members in groups.values():
         for i in range(0, len(members), max_members):
@@ -169,10 +182,9 @@ def prestack(points: list[Point], bar: Bar, max_members: int = 64) -> None:
             device = setup(chunk[0][0].cfg)
             built = [build(p.cfg, p.cfg.seeds[0], device) for p, _, _ in chunk]
             results = stack.train_stacked([m for m, _ in built], [d for _, d in built], [p.cfg for p, _, _ in chunk],
-                                          [stop for _, stop, _ in chunk], device)
-            for (p, _, ck), (model, _), res in zip(chunk, built, results):
-                save_torch(ck, {"model": model.state_dict(), "opt": None, "result": vars(res),
-                                "pos": {"phase": 0, "phase_step": res.step, "opt_step": res.step}})
+                                          [stop for _, stop, _ in chunk], device, extra_metrics=chunk[0][2])
+            for (p, _, _), (model, data), res in zip(chunk, built, results):
+                save_trained(p.cfg, p.cfg.seeds[0], p.run_dir, model, data, res)
             done += len(chunk)
             bar(done, sum(map(len, groups.values())))
 
@@ -181,26 +193,27 @@ def run_sweep(cfg: Config, out, *, workers: int | None = None, executor: str = "
               slurm: SlurmOptions | None = None, quiet: bool = False, stacked: bool | None = None) -> Path:
     """Run the grid cfg.sweep x cfg.seeds (skipping finished points) and write out/sweep.csv."""
     out = Path(out)
-    axes = {k: list(v) if isinstance(v, (list, tuple)) else [v] for k, v in cfg.sweep.items()}
-    pts = grid(cfg, axes, out)
-    if out.exists():
-        remove_stale_temps(out)                # a killed run's half-written files: never results
-    write_json(out / "sweep.json", {"protocol": cfg.protocol, "preset": cfg.preset, "axes": axes,
-                                    "seeds": cfg.seeds, "points": [p.name for p in pts]})
-    bar = Bar(f"sweep {cfg.protocol} ({len(pts)} points)", quiet=quiet)
-    t0 = time.perf_counter()
-    if stacked is None:  # stacking is the GPU lever; on a CPU separate processes are faster
-        stacked = resolve_device(cfg.train.device).type == "cuda"
-    if stacked and executor == "local":
-        prestack(pts, Bar(f"stacked training ({len(pts)} points)", quiet=quiet))
-    if executor == "local":
-        run_local(pts, workers or os.cpu_count() or 1, bar)
-    elif executor == "slurm":
-        run_slurm(pts, out, slurm or SlurmOptions(), bar)
-    else:
-        raise CircuitsError(f"--executor must be local or slurm, got {executor!r}")
-    bar.close()
-    path = write_table(gather(pts), out / "sweep.csv")
-    if not quiet:
-        print(f"{len(pts)} points in {time.perf_counter() - t0:.1f}s -> {path}")
+    with run_lock(out):                         # a second sweep (or --fresh) on out is refused
+        axes = {k: list(v) if isinstance(v, (list, tuple)) else [v] for k, v in cfg.sweep.items()}
+        pts = grid(cfg, axes, out)
+        if out.exists():
+            remove_stale_temps(out)                # a killed run's half-written files: never results
+        write_json(out / "sweep.json", {"protocol": cfg.protocol, "preset": cfg.preset, "axes": axes,
+                                        "seeds": cfg.seeds, "points": [p.name for p in pts]})
+        bar = Bar(f"sweep {cfg.protocol} ({len(pts)} points)", quiet=quiet)
+        t0 = time.perf_counter()
+        if stacked is None:  # stacking is the GPU lever; on a CPU separate processes are faster
+            stacked = resolve_device(cfg.train.device).type == "cuda"
+        if stacked and executor == "local":
+            prestack(pts, Bar(f"stacked training ({len(pts)} points)", quiet=quiet))
+        if executor == "local":
+            run_local(pts, workers or os.cpu_count() or 1, bar)
+        elif executor == "slurm":
+            run_slurm(pts, out, slurm or SlurmOptions(), bar)
+        else:
+            raise CircuitsError(f"--executor must be local or slurm, got {executor!r}")
+        bar.close()
+        path = write_table(gather(pts), out / "sweep.csv")
+        if not quiet:
+            print(f"{len(pts)} points in {time.perf_counter() - t0:.1f}s -> {path}")
     return path

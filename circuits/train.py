@@ -7,6 +7,11 @@ optimiser. Every `eval_every` steps (and at each phase's end) the model is measu
 test (`metrics.evaluate`); `stop(row)` may end the run there. A non-finite loss ends it as
 `diverged`. With a checkpoint path the run saves itself every `checkpoint_every` steps and a
 re-run with the same path resumes where it stopped, with the same numbers as an unbroken run.
+A checkpoint carries a fingerprint of what produced it (optimiser and step config, phases, seed,
+parameter shapes, the task's labels and split, and the caller's `fingerprint_extra`): one of
+another run, or a truncated one, is not resumed (one line on stderr; the run starts from step 0).
+While a run trains into a checkpoint it holds the checkpoint's lock (`.NAME.lock` beside it): a
+second process asking for the same checkpoint waits, then resumes the finished one.
 
 The optimiser config's regularisers (all off by default, leaving the step untouched) act around
 each step: Gaussian noise on the gradients (`grad_noise`), decoupled decay towards the weights at
@@ -16,7 +21,10 @@ in checkpoints.
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +35,7 @@ import torch.nn.functional as F
 
 from circuits.config import OptimConfig, TrainConfig
 from circuits.metrics import evaluate
-from circuits.store import load_torch, save_torch
+from circuits.store import CorruptFile, config_hash, load_torch, locked, save_torch
 from circuits.tasks import Dataset
 
 
@@ -73,7 +81,61 @@ def make_optimizer(params, cfg: OptimConfig, weight_decay: float, lr: float) -> 
 
 def train(model, data: Dataset, optim: OptimConfig, cfg: TrainConfig, *, phases: list[Phase] | None = None,
           stop: Callable[[dict], bool] | None = None, extra_metrics=(), checkpoint: str | Path | None = None,
-          progress: Callable[[int, int, dict], None] | None = None, seed: int = 0) -> Result:
+          progress: Callable[[int, int, dict], None] | None = None, seed: int = 0,
+          fingerprint_extra=None) -> Result:
+    """Train model on data (see the module docstring); with a checkpoint, resume it if it is one of
+    this very run (its fingerprint, which `fingerprint_extra` joins, matches), holding its lock."""
+    kw = dict(phases=phases, stop=stop, extra_metrics=extra_metrics, checkpoint=checkpoint, progress=progress,
+              seed=seed, fingerprint_extra=fingerprint_extra)
+    if not checkpoint:
+        return _train(model, data, optim, cfg, **kw)
+    ck = Path(checkpoint)
+    with locked(ck.parent / f".{ck.name}.lock", waiting=f"{ck} is being trained by {{holder}}; waiting for it"):
+        return _train(model, data, optim, cfg, **kw)
+
+
+def checkpoint_fingerprint(model, data: Dataset, optim: OptimConfig, cfg: TrainConfig, phases: list[Phase],
+                           seed: int, extra=None) -> str:
+    """A hash of everything that decides a checkpoint's numbers but the stop rule (callers name it
+    in `extra`, with the run or cache key): optimiser, eval steps, phases, seed, parameter shapes,
+    the task's labels and split. Device, threads and checkpoint interval are left out."""
+    opt = dataclasses.asdict(optim)
+    opt["betas"] = list(opt["betas"])
+    return config_hash({
+        "optim": opt, "eval_every": cfg.eval_every, "seed": seed, "extra": extra,
+        "phases": [{"steps": ph.steps, "train_idx": _tensor_hash(ph.train_idx), "weight_decay": ph.weight_decay,
+                    "lr": ph.lr, "fresh_optimizer": ph.fresh_optimizer} for ph in phases],
+        "params": [[name, list(p.shape)] for name, p in model.named_parameters()],
+        "task": {"tokens": list(data.tokens.shape), "labels": _tensor_hash(data.labels),
+                 "train_idx": _tensor_hash(data.train_idx), "test_idx": _tensor_hash(data.test_idx)},
+    })
+
+
+def _tensor_hash(t: torch.Tensor | None) -> str | None:
+    if t is None:
+        return None
+    t = t.detach().cpu().contiguous()
+    return hashlib.sha256(str(t.dtype).encode() + str(list(t.shape)).encode() + t.numpy().tobytes()).hexdigest()[:16]
+
+
+def read_checkpoint(path, fingerprint: str) -> dict | None:
+    """The checkpoint at path if it is one of the run with this fingerprint; None (and one line on
+    stderr) if it is missing, truncated or of another run. An unsafe file raises (UnsafeFile)."""
+    if not os.path.exists(path):
+        return None
+    try:
+        ck = load_torch(path)
+    except CorruptFile as e:
+        print(f"circuits: {e}; starting from step 0", file=sys.stderr, flush=True)
+        return None
+    if not isinstance(ck, dict) or ck.get("fingerprint") != fingerprint:
+        print(f"circuits: {path} is a checkpoint of another run; starting from step 0", file=sys.stderr, flush=True)
+        return None
+    return ck
+
+
+def _train(model, data: Dataset, optim: OptimConfig, cfg: TrainConfig, *, phases, stop, extra_metrics, checkpoint,
+           progress, seed, fingerprint_extra) -> Result:
     phases = phases or [Phase(cfg.steps)]
     total = sum(ph.steps for ph in phases)
     res, pos = Result(), {"phase": 0, "phase_step": 0, "opt_step": 0}
@@ -82,15 +144,18 @@ def train(model, data: Dataset, optim: OptimConfig, cfg: TrainConfig, *, phases:
     theta_0 = [p.detach().clone() for p in model.parameters()] if optim.decay_to_init else None
     opt = None
     t_start = time.perf_counter()
+    fingerprint = (checkpoint_fingerprint(model, data, optim, cfg, phases, seed, fingerprint_extra)
+                   if checkpoint else None)
 
-    if checkpoint and os.path.exists(checkpoint):
-        ck = load_torch(checkpoint)
+    ck = read_checkpoint(checkpoint, fingerprint) if checkpoint else None
+    if ck is not None:
         model.load_state_dict(ck["model"])
         res, pos = Result(**ck["result"]), ck["pos"]
         if res.status != "done" or res.step >= total:                # finished: nothing to resume
             return res
         gen.set_state(ck["gen"])
         torch.set_rng_state(ck["rng"])
+        set_cuda_rng(ck.get("cuda_rng"))
         if noise is not None:
             noise.set_state(ck["noise"])
         if theta_0 is not None:
@@ -115,8 +180,10 @@ def train(model, data: Dataset, optim: OptimConfig, cfg: TrainConfig, *, phases:
 
     def save():
         res.seconds = time.perf_counter() - t_start
-        state = {"model": model.state_dict(), "opt": opt.state_dict(), "result": vars(res),
-                 "pos": dict(pos), "gen": gen.get_state(), "rng": torch.get_rng_state()}
+        state = {"model": model.state_dict(), "opt": opt.state_dict(), "result": vars(res), "pos": dict(pos),
+                 "gen": gen.get_state(), "rng": torch.get_rng_state(), "fingerprint": fingerprint}
+        if torch.cuda.is_available():
+            state["cuda_rng"] = torch.cuda.get_rng_state_all()
         if noise is not None:
             state["noise"] = noise.get_state()
         if theta_0 is not None:
@@ -173,6 +240,12 @@ def train(model, data: Dataset, optim: OptimConfig, cfg: TrainConfig, *, phases:
         pos["phase"] = min(pos["phase"], len(phases) - 1)
         save()
     return res
+
+
+def set_cuda_rng(states) -> None:
+    """Restore the CUDA generators a checkpoint saved (when there is CUDA and as many devices)."""
+    if states is not None and torch.cuda.is_available() and len(states) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(states)
 
 
 def _wd(ph: Phase, optim: OptimConfig) -> float:

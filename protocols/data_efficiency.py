@@ -16,6 +16,9 @@ Each claim in params.claims, {config: A, better_than: B}, is judged on frac_50 (
 less data): holds when A's interval lies wholly below B's (with one seed, no intervals: A's midpoint
 below B's), or A generalises somewhere in the range and B nowhere; fails when A needs as much data
 or more, or the intervals overlap (not shown); inconclusive when neither generalises in the range.
+measured.claims lists each claim's status (circuits.detect.claims_from), measured.claim_details the
+midpoints and intervals it was judged on. No threshold decides a claim (midpoints and their
+intervals): criteria.test_acc only ends a run early and defines min_frac, which is reported.
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ import numpy as np
 
 from circuits import plots
 from circuits.config import Config, deep_merge, from_dict, protocol_fields, to_dict
-from circuits.detect import Verdict, combine
+from circuits.detect import Verdict, claims_from, combine
 from circuits.errors import CircuitsError
 from circuits.experiment import begin, finish
 from circuits.fit import fit_transition
@@ -127,15 +130,21 @@ def judge(curves: dict[str, Curve], claims: list[dict]) -> list[dict]:
     return out
 
 
+def verdict_status(claims: list[dict]) -> str:
+    """The verdict: its claims combined (circuits.detect.combine); inconclusive without claims."""
+    return combine([c["status"] for c in claims]) if claims else "inconclusive"
+
+
 def run(cfg: Config, run_dir) -> Verdict:
     p, crit = protocol_fields(cfg.params, DEFAULTS, "params"), protocol_fields(cfg.criteria, CRITERIA, "criteria")
     started = begin(cfg, run_dir)
     curves, histories = measure(cfg, p, crit)
     claims = judge(curves, p["claims"])
-    measured = {"p": cfg.task.p, "arch": cfg.model.arch, "claims": claims,
+    measured = {"p": cfg.task.p, "arch": cfg.model.arch, "claims": claims_from({c["claim"]: c["status"] for c in claims}),
+                "claim_details": claims,
                 "configs": {n: {"min_frac": c.min_frac, "frac_50": c.frac_50, "frac_50_ci": c.ci,
                                 "points": list(zip(c.fracs, c.acc))} for n, c in curves.items()}}
-    status = combine([c["status"] for c in claims]) if claims else "inconclusive"
+    status = verdict_status(claims)
     verdict = Verdict(NAME, CLAIM, status, measured, crit, seeds=list(cfg.seeds))
     figure(cfg, curves, crit, run_dir)
     return finish(cfg, run_dir, verdict, histories, started)

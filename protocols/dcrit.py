@@ -2,27 +2,35 @@
 independent methods side by side (Varma et al. 2023, Sec. 4-5).
 
   sweep       from scratch at sizes D x seeds for a fixed budget (params.sweep: sizes, steps); a
-              logistic fit of final test accuracy against ln D; D_crit is its midpoint, with a
-              bootstrap interval over seeds (circuits/fit.py);
+              logistic fit of final test accuracy against ln D; D_crit is its midpoint;
   ungrokking  a grokked network trained on nested subsets of sizes D' (protocols/ungrokking.py,
-              params.ungrokking; its grok_seeds pick the grokked networks, default all seeds);
-              the same fit;
+              params.ungrokking; its grok_seeds pick the grokked networks, default all seeds; the
+              seeds of its fit are (network, subset) pairs); the same fit;
   efficiency  where the C_mem norm-at-fixed-logit line crosses the flat C_gen norm
-              (protocols/efficiency.py, params.efficiency), with its bootstrap interval;
-  all         the three, whether their intervals overlap, and the hysteresis ratio ungrokking / sweep
-              (the paper: the ungrokking threshold is about half the from-scratch one).
+              (protocols/efficiency.py, params.efficiency);
+  all         the three, their order and the hysteresis ratio ungrokking / sweep.
+Each estimate carries its uncertainty as circuits/fit.py allows: a 95% bootstrap interval over seeds
+from >= 5 seeds, else a seed range (min..max of per-seed estimates), which is reported and never
+gated on.
 
 With several weight decays (params.weight_decays, `circuits dcrit --wd 0.3,1,3`) every method
 estimates D_crit per weight decay, with step budgets scaled by (config weight decay / wd) so that each
 gets the same decay budget lr * wd * steps.
 
-Status: a method *holds* when it produced an estimate with an interval (a sweep or ungrokking fit
-whose accuracy rises by at least criteria.min_rise across the sizes; an efficiency run whose own
-criteria hold). With several weight decays, each method's estimates must also agree within their
-intervals (the theory: D_crit does not depend on weight decay). With all three methods, the order
-the theory predicts must hold within the intervals: ungrokking <= efficiency <= sweep (ungrokking
-happens at D << D_crit; from scratch, grokking needs D > D_crit). Agreement of all three intervals
-and the hysteresis ratio are measured and reported, not judged.
+Claims judged (each in measured.claims; the status combines them):
+  estimate    every method yields an estimate (a fit whose accuracy rises by >= criteria.min_rise
+              across the sizes; an efficiency crossing);
+  order       (all three methods) ungrokking < efficiency < from scratch at every weight decay (THEORY.md:
+              ungrokking happens at D << D_crit, grokking from scratch needs D > D_crit): with
+              intervals on both sides, the intervals apart; otherwise the point estimates more than
+              criteria.order_margin apart (relative); inverted beyond that: fails;
+  hysteresis  (all three) ungrokking / from scratch <= criteria.hysteresis_ratio_max (THEORY.md: the
+              ungrokking threshold is less than half the semi-grokking one);
+  weight decay (several weight decays) each method's estimates agree within a ratio
+              1 + criteria.wd_rel_tol (circuits.fit.agree: an equivalence test on the intervals with
+              >= 5 seeds, the point estimates otherwise, unless the seed spread exceeds the tolerance).
+measured.sensitivity re-judges each claim at 0.5x-2x its threshold. Whether all three intervals
+overlap is reported, not judged.
 """
 from __future__ import annotations
 
@@ -33,20 +41,27 @@ import numpy as np
 
 from circuits import plots
 from circuits.config import Config, protocol_fields
-from circuits.detect import Verdict, combine
+from circuits.detect import Verdict, claims_from, combine
 from circuits.errors import CircuitsError
 from circuits.experiment import begin, finish
-from circuits.fit import fit_transition, intervals_overlap
+from circuits.fit import Estimate, agree, below, fit_transition, inside, intervals_overlap, ratio, sensitivity, status
 from circuits.tasks import sizes_from
 from protocols import efficiency, semigrokking, ungrokking
 
 NAME = "dcrit"
-CLAIM = "D_crit, where C_mem and C_gen are equally efficient: ungrokking <= efficiency <= from-scratch, for any weight decay"
+CLAIM = ("D_crit, where C_mem and C_gen are equally efficient: ungrokking < efficiency < from scratch, "
+         "with hysteresis, for any weight decay")
 METHODS = ("sweep", "ungrokking", "efficiency")
 DEFAULTS = {"method": "all", "weight_decays": None, "workers": None,
-            "sweep": {"sizes": [0.2, 0.25, 0.3, 0.35, 0.4, 0.5], "steps": 4000, "eval_every": 50},
+            "sweep": {"sizes": [0.2, 0.25, 0.3, 0.35, 0.4, 0.5], "steps": 4000, "eval_every": 50, "n_boot": 200},
             "ungrokking": {}, "efficiency": {}}
-CRITERIA = {"min_rise": 0.5}
+CRITERIA = {"min_rise": 0.5, "order_margin": 0.1, "hysteresis_ratio_max": 0.5, "wd_rel_tol": 0.15}
+
+ESTIMATE = "every method yields an estimate of D_crit"
+ORDER = "ungrokking D_crit < efficiency D_crit < from-scratch D_crit"
+HYSTERESIS = "the ungrokking D_crit is at most criteria.hysteresis_ratio_max of the from-scratch one (hysteresis)"
+WD = "each method's D_crit does not depend on weight decay (within criteria.wd_rel_tol)"
+CRIT_CLAIM = {"min_rise": ESTIMATE, "order_margin": ORDER, "hysteresis_ratio_max": HYSTERESIS, "wd_rel_tol": WD}
 
 
 def methods_of(p: dict) -> list[str]:
@@ -71,9 +86,16 @@ def scaled(steps: int, cfg: Config, wd: float) -> int:
     return max(1, int(round(steps * cfg.optim.weight_decay / wd)))
 
 
-def estimate(fit, n_all: int) -> dict:
-    return {"D_crit": fit.D_mid, "ci": fit.ci, "frac": fit.D_mid / n_all if fit.D_mid else None,
-            "lo": fit.lo, "hi": fit.hi}
+def estimate(est: Estimate, n_all: int, **extra) -> dict:
+    """One method's estimate at one weight decay: the Estimate and its numbers for the verdict."""
+    return {"est": est, "D_crit": est.value, "ci": est.ci, "seed_range": est.seed_range, "n_seeds": est.n_seeds,
+            "n_boot": est.n_boot, "n_distinct_resamples": est.n_distinct,
+            "frac": est.value / n_all if est.value else None, **extra}
+
+
+def from_fit(fit, n_all: int, **extra) -> dict:
+    rise = fit.hi - fit.lo if fit.D_mid is not None else None
+    return estimate(fit.mid, n_all, lo=fit.lo, hi=fit.hi, rise=rise, fit=fit, **extra)
 
 
 def by_sweep(cfg: Config, p: dict, wd: float) -> dict:
@@ -85,9 +107,9 @@ def by_sweep(cfg: Config, p: dict, wd: float) -> dict:
     jobs = semigrokking.scratch_jobs(sub, sizes_from(sp["sizes"], cfg.task.p ** 2))
     hists = semigrokking.run_scratch(jobs, p["workers"], f"dcrit sweep {cfg.model.arch} wd {wd:g}")
     D, acc = [j.size for j in jobs], [h[-1].get("test_acc", 0.0) for h in hists]
-    fit = fit_transition(D, acc, [j.seed for j in jobs])
-    return {**estimate(fit, cfg.task.p ** 2), "fit": fit, "points": list(zip(D, acc)),
-            "histories": {f"sweep-wd{wd:g}-D{j.size}-seed{j.seed}": h for j, h in zip(jobs, hists)}}
+    fit = fit_transition(D, acc, [j.seed for j in jobs], n_boot=sp["n_boot"])
+    return from_fit(fit, cfg.task.p ** 2, points=list(zip(D, acc)),
+                    histories={f"sweep-wd{wd:g}-D{j.size}-seed{j.seed}": h for j, h in zip(jobs, hists)})
 
 
 def by_ungrokking(cfg: Config, p: dict, wds: list[float]) -> dict[float, dict]:
@@ -100,11 +122,12 @@ def by_ungrokking(cfg: Config, p: dict, wds: list[float]) -> dict[float, dict]:
     for wd in wds:
         s = m.per_wd.get(wd)
         if s is None:
-            out[wd] = {"D_crit": None, "ci": None, "frac": None, "fit": None, "points": [], "histories": {},
-                       "note": "no network grokked within the pretraining budget"}
+            out[wd] = {**estimate(Estimate(None), cfg.task.p ** 2), "rise": None, "fit": None, "points": [],
+                       "histories": {}, "note": "no network grokked within the pretraining budget"}
             continue
         pts = [(j.size, h[-1]["test_acc"]) for j, h in zip(m.jobs, m.hists) if j.weight_decay == wd]
-        out[wd] = {**estimate(s["fit"], cfg.task.p ** 2), "fit": s["fit"], "points": pts, "histories": {}}
+        out[wd] = from_fit(s["fit"], cfg.task.p ** 2, points=pts, histories={},
+                           settled=f"{s['n_settled']}/{s['n_runs']}")
     out[wds[0]]["histories"] = m.histories
     return out
 
@@ -116,27 +139,56 @@ def by_efficiency(cfg: Config, p: dict, wd: float) -> dict:
                   params={**p["efficiency"], "steps": scaled(steps, cfg, wd), "gen_steps": scaled(gen_steps, cfg, wd)})
     results = efficiency.measure(sub, f"dcrit efficiency wd {wd:g}")
     crit = protocol_fields({}, efficiency.CRITERIA, "criteria")
-    status, m = efficiency.analyse(results, crit, ep["n_boot"], cfg.task.p)
-    return {"D_crit": m.get("D_crit"), "ci": m.get("D_crit_ci"), "frac": m.get("D_crit_frac"), "status": status,
-            "mem_rank_corr": m.get("mem_rank_corr"), "gen_rel_change": m.get("gen_rel_change"),
-            "extrapolated": m.get("extrapolated"), "fit": None, "points": [], "histories": {}}
+    status_, m = efficiency.analyse(results, crit, ep["n_boot"], cfg.task.p)
+    est = m["estimates"]["D_crit"] if "estimates" in m else Estimate(None)
+    return estimate(est, cfg.task.p ** 2, status=status_, mem_exponent=m.get("mem_exponent"),
+                    gen_exponent=m.get("gen_exponent"), extrapolated=m.get("extrapolated"),
+                    rise=None, fit=None, points=[], histories={})
 
 
 def method_status(method: str, est: dict, crit: dict) -> str:
-    if est["D_crit"] is None or est["ci"] is None:
+    """Did the method yield an estimate: a fit whose accuracy rises by >= min_rise with its midpoint
+    inside the sizes measured, or a crossing?"""
+    if est["D_crit"] is None:
         return "inconclusive"
     if method == "efficiency":
-        return est["status"]
-    return "holds" if est["hi"] - est["lo"] >= crit["min_rise"] else "fails"
+        return "holds"
+    if est["rise"] is None or est["rise"] < crit["min_rise"]:
+        return "fails"
+    D = [d for d, _ in est.get("points") or []]
+    if D and not min(D) <= est["D_crit"] <= max(D):
+        return "inconclusive"                     # the midpoint is an extrapolation beyond the sizes
+    return "holds"
 
 
-def ordered(ests: dict[str, dict]) -> bool | None:
-    """ungrokking <= efficiency <= sweep, within the intervals (None: an estimate is missing)."""
-    cis = [ests[m]["ci"] for m in ("ungrokking", "efficiency", "sweep")]
-    if any(c is None for c in cis):
-        return None
-    (u_lo, _), (e_lo, e_hi), (_, s_hi) = cis
-    return u_lo <= e_hi and e_lo <= s_hi
+def ordered(ests: dict[str, dict], margin: float = 0.0) -> bool | None:
+    """ungrokking < efficiency < sweep: True if both steps are clearly below (circuits.fit.below: the
+    intervals apart, or point estimates more than `margin` apart), False if either is clearly
+    inverted, else None (an estimate missing, or too close to tell)."""
+    u, e, s = (ests[m]["est"] for m in ("ungrokking", "efficiency", "sweep"))
+    steps = [below(u, e, margin), below(e, s, margin)]
+    if any(x is False for x in steps):
+        return False
+    return True if all(x is True for x in steps) else None
+
+
+def judge(ests: dict[str, dict[float, dict]], crit: dict) -> dict[str, str]:
+    """{claim: status} from {method: {wd: estimate()}} (`est`, `rise`, `points` are read). Only a
+    method's estimate that holds enters the comparisons (else they cannot tell: inconclusive)."""
+    claims = {ESTIMATE: combine([method_status(m, e, crit) for m, per_wd in ests.items() for e in per_wd.values()])}
+    ok = {m: {wd: {"est": e["est"] if method_status(m, e, crit) == "holds" else Estimate(None, e["est"].n_seeds)}
+              for wd, e in per_wd.items()} for m, per_wd in ests.items()}
+    wds = sorted({wd for per_wd in ests.values() for wd in per_wd})
+    if all(m in ests for m in METHODS):
+        claims[ORDER] = combine([status(ordered({m: ok[m][wd] for m in METHODS}, crit["order_margin"]))
+                                 for wd in wds])
+        claims[HYSTERESIS] = combine([status(inside(ratio(ok["ungrokking"][wd]["est"], ok["sweep"][wd]["est"]),
+                                                    hi=crit["hysteresis_ratio_max"]))
+                                      for wd in wds])
+    if len(wds) > 1:
+        claims[WD] = combine([status(agree([e["est"] for e in per_wd.values()], crit["wd_rel_tol"]))
+                              for per_wd in ok.values()])
+    return claims
 
 
 def run(cfg: Config, run_dir) -> Verdict:
@@ -151,8 +203,8 @@ def run(cfg: Config, run_dir) -> Verdict:
         ests["ungrokking"] = by_ungrokking(cfg, p, wds)
     if "efficiency" in methods:
         ests["efficiency"] = {wd: by_efficiency(cfg, p, wd) for wd in wds}
-    measured, status = summarise(cfg, ests, wds, crit)
-    verdict = Verdict(NAME, CLAIM, status, measured, crit, seeds=list(cfg.seeds))
+    measured, status_ = summarise(cfg, ests, wds, crit)
+    verdict = Verdict(NAME, CLAIM, status_, measured, crit, seeds=list(cfg.seeds))
     figure(cfg, ests, wds, run_dir)
     histories = {k: h for per_wd in ests.values() for e in per_wd.values() for k, h in e["histories"].items()}
     return finish(cfg, run_dir, verdict, histories, started)
@@ -160,36 +212,40 @@ def run(cfg: Config, run_dir) -> Verdict:
 
 def summarise(cfg: Config, ests: dict, wds: list[float], crit: dict) -> tuple[dict, str]:
     n_all, wd0 = cfg.task.p ** 2, wds[0]
-    keep = ("D_crit", "ci", "frac", "status", "mem_rank_corr", "gen_rel_change", "extrapolated", "points", "note")
-    measured = {"p": cfg.task.p, "arch": cfg.model.arch, "n_pairs": n_all, "weight_decays": wds, "methods": {}}
-    statuses = []
+    keep = ("D_crit", "ci", "seed_range", "n_seeds", "n_boot", "n_distinct_resamples", "frac", "status",
+            "mem_exponent", "gen_exponent", "extrapolated", "settled", "points", "note")
+    claims = judge(ests, crit)
+    measured = {"p": cfg.task.p, "arch": cfg.model.arch, "n_pairs": n_all, "weight_decays": wds,
+                "claims": claims_from(claims), "methods": {}}
     for method, per_wd in ests.items():
         rows = {}
         for wd, e in per_wd.items():
-            s = method_status(method, e, crit)
-            statuses.append(s)
-            rows[str(wd)] = {**{k: e[k] for k in keep if k in e}, "status": s}
+            rows[str(wd)] = {**{k: e[k] for k in keep if k in e}, "status": method_status(method, e, crit),
+                             "estimate": e["est"].to_dict()}
+            if method == "efficiency":
+                rows[str(wd)]["efficiency_status"] = e.get("status")
         measured["methods"][method] = rows
         measured[f"D_crit_{method}"] = per_wd[wd0]["D_crit"]
         measured[f"D_crit_{method}_ci"] = per_wd[wd0]["ci"]
+        measured[f"D_crit_{method}_seed_range"] = per_wd[wd0]["seed_range"]
         measured[f"D_crit_{method}_frac"] = per_wd[wd0]["frac"]
         if len(wds) > 1:
-            agree = intervals_overlap([e["ci"] for e in per_wd.values()])
-            measured[f"{method}_weight_decays_agree"] = agree
-            statuses.append({True: "holds", False: "fails", None: "inconclusive"}[agree])
+            vals = [e["D_crit"] for e in per_wd.values()]
+            measured[f"{method}_weight_decays_agree"] = agree([e["est"] for e in per_wd.values()], crit["wd_rel_tol"])
+            measured[f"{method}_weight_decay_ratio"] = max(vals) / min(vals) if all(vals) else None
     first = {m: per_wd[wd0] for m, per_wd in ests.items()}
     if len(first) == 3:
-        order = ordered(first)
-        measured["ordering_holds"] = order
-        statuses.append({True: "holds", False: "fails", None: "inconclusive"}[order])
-        measured["all_intervals_overlap"] = intervals_overlap([e["ci"] for e in first.values()])
-        u, s = first["ungrokking"]["D_crit"], first["sweep"]["D_crit"]
-        measured["hysteresis_ratio"] = u / s if u and s else None
+        measured["ordering_holds"] = ordered(first, crit["order_margin"])
+        measured["all_intervals_overlap"] = intervals_overlap([e["ci"] for e in first.values()])   # reported only
+        r = ratio(first["ungrokking"]["est"], first["sweep"]["est"])
+        measured["hysteresis_ratio"] = r.value
+        measured["hysteresis_ratio_est"] = r.to_dict()
+    measured["sensitivity"] = sensitivity(lambda c: judge(ests, c), crit, CRIT_CLAIM)
     for m in ("efficiency", "sweep", "ungrokking"):   # the headline D_crit (read by `semigrokking`)
         if m in first and first[m]["D_crit"]:
             measured["D_crit"], measured["D_crit_method"] = first[m]["D_crit"], m
             break
-    return measured, combine(statuses)
+    return measured, combine(list(claims.values()))
 
 
 def figure(cfg: Config, ests: dict, wds: list[float], run_dir) -> None:
@@ -204,8 +260,9 @@ def figure(cfg: Config, ests: dict, wds: list[float], run_dir) -> None:
             e = per_wd[wd]
             label = f"{method}, wd {wd:g}" if len(wds) > 1 else method
             if e["D_crit"]:
-                ci = e["ci"]
-                label += f": {e['D_crit']:.0f}" + (f" [{ci[0]:.0f}, {ci[1]:.0f}]" if ci else "")
+                ci, rng = e["ci"], e.get("seed_range")
+                label += f": {e['D_crit']:.0f}" + (f" [{ci[0]:.0f}, {ci[1]:.0f}]" if ci else
+                                                   f" (seed range {rng[0]:.0f}..{rng[1]:.0f})" if rng else "")
             if method in styles:
                 marker, ls = styles[method]
                 if e["points"]:

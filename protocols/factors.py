@@ -43,13 +43,13 @@ from pathlib import Path
 
 from circuits import plots
 from circuits.config import Config, deep_merge, from_dict, load_yaml, nest, protocol_fields, to_dict
-from circuits.detect import Verdict, combine, grokking_times
+from circuits.detect import Verdict, claims_from, combine, grokking_times
 from circuits.errors import CircuitsError
 from circuits.experiment import begin, finish, train_seed
 from circuits.parallel import pmap
 from circuits.progress import Bar
 from circuits.store import write_config
-from protocols.grokking import criteria, judge, stop_rule
+from protocols.grokking import criteria, judge, sensitivity, stop_rule
 
 NAME = "factors"
 CLAIM = ("the student reports' claims on how a factor (architecture, fraction, operator, optimiser, regulariser) "
@@ -256,6 +256,51 @@ def judge_claim(c: dict, per_level: dict[str, dict], summaries: dict[str, dict],
             "criterion": criterion, "evidence": evidence}
 
 
+def judge_claims(claims: list[dict], per_level: dict[str, dict], crit: dict) -> list[dict]:
+    """Every claim of a study from the per-seed summaries of its levels (pure): [judge_claim(...)]."""
+    summaries = {level: level_summary(seeds) for level, seeds in per_level.items()}
+    return [judge_claim(c, per_level, summaries, crit) for c in claims]
+
+
+# a claim's own thresholds and their neighbouring values for measured.sensitivity
+def neighbours(key: str, x: float) -> list[float]:
+    if key in ("min_ratio", "max_ratio", "max_delay_factor"):       # a ratio: half and twice its distance from 1
+        return sorted({round(1 + (x - 1) / 2, 4), x, round(1 + 2 * (x - 1), 4)})
+    if key == "max_final_test_acc":
+        return [0.3, 0.5, 0.7]
+    if key == "min_gain":
+        return [x / 2, x, 2 * x]
+    return [x]
+
+
+CLAIM_THRESHOLDS = ("min_ratio", "max_ratio", "max_delay_factor", "max_final_test_acc", "min_gain")
+SENSITIVITY = {"min_delay_factor": [1.5, 2.0, 3.0], "max_test_acc_at_fit": [0.3, 0.5, 0.7], "test_acc": [0.95, 0.99]}
+
+
+def claims_sensitivity(claims: list[dict], outs: dict[str, dict[int, dict]], crit: dict) -> dict:
+    """{claim text: {threshold: {value: status}}}: each claim re-judged with one of its own thresholds, or
+    one of the grokking criteria (per-seed judging; test_acc only downwards, runs stop there), moved."""
+    def per_level(c: dict) -> dict:
+        return {lv: {seed: seed_summary(o, c) for seed, o in seeds.items()} for lv, seeds in outs.items()}
+
+    base = per_level(crit)
+    out = {}
+    for c in claims:
+        row = {k: {str(v): judge_claims([{**c, k: v}], base, crit)[0]["status"] for v in neighbours(k, c[k])}
+               for k in CLAIM_THRESHOLDS if k in c}
+        # the per-seed grokking judge decides only `groks` claims; test_acc moves every t_test
+        grid = {k: v for k, v in SENSITIVITY.items() if c["kind"] == "groks" or k == "test_acc"}
+        row.update(sensitivity(lambda cr: judge_claims([c], per_level(cr), cr)[0]["status"], crit, grid))
+        out[claim_text(c)] = row
+    return out
+
+
+def claim_text(c: dict) -> str:
+    """A claim's text (its `claim:`, else its kind and levels): the key of measured.claims."""
+    crit = c.get("criterion", c)
+    return c.get("claim") or f"{crit['kind']} {', '.join(claim_levels(crit))}"
+
+
 def _json(x):
     return None if x is None or math.isinf(x) else x
 
@@ -278,11 +323,13 @@ def run(cfg: Config, run_dir) -> Verdict:
     bar = Bar(f"factors {name}: {len(configs)} levels x {len(cfg.seeds)} seeds")
     outs = pmap(train_job, jobs, workers, on_done=bar)
     bar.close()
-    per_level: dict[str, dict] = {level: {} for level in configs}
+    outs_by_level: dict[str, dict] = {level: {} for level in configs}
     for job, out in zip(jobs, outs):
-        per_level[job.level][job.seed] = seed_summary(out, criteria(job.cfg))
+        outs_by_level[job.level][job.seed] = out
+    per_level = {level: {seed: seed_summary(o, criteria(configs[level])) for seed, o in seeds.items()}
+                 for level, seeds in outs_by_level.items()}
     summaries = {level: level_summary(seeds) for level, seeds in per_level.items()}
-    claims = [judge_claim(c, per_level, summaries, crit) for c in spec.get("claims") or []]
+    claims = judge_claims(spec.get("claims") or [], per_level, crit)
     levels = {level: {"overrides": {**((spec.get("base") or {}).get(cfg.preset) or {}),
                                     **(spec["levels"][cfg.preset][level] or {})},
                       **{k: ([_json(x) for x in v] if k.endswith("_bounds") else v) for k, v in summaries[level].items()},
@@ -290,7 +337,9 @@ def run(cfg: Config, run_dir) -> Verdict:
     statuses = [c["status"] for c in claims]
     measured = {"study": name, "n_claims": len(claims), **{f"n_{s}": statuses.count(s) for s in
                                                             ("holds", "fails", "inconclusive", "diverged")},
-                "levels": levels, "claims": claims}
+                "claims": claims_from({claim_text(c): c["status"] for c in claims}), "levels": levels,
+                "claim_details": claims,
+                "sensitivity": claims_sensitivity(spec.get("claims") or [], outs_by_level, crit)}
     verdict = Verdict(NAME, spec.get("claim", CLAIM), combine(statuses) if claims else "inconclusive", measured,
                       {**crit, "claims": [c["criterion"] for c in claims]}, seeds=list(cfg.seeds))
     figure(cfg, name, jobs, outs, summaries, per_level, claims, run_dir)

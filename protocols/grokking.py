@@ -26,7 +26,17 @@ NAME = "grokking"
 CLAIM = "train accuracy reaches 1 long before test accuracy does (a grokking delay)"
 
 
+def sensitivity(status_at, crit: dict, grid: dict) -> dict:
+    """A verdict re-judged with one criterion at a time moved to each of its neighbouring values:
+    {key: {value: status_at(criteria with key = value)}} (status_at: criteria -> a status, or a dict of them).
+    Shared by the protocols' `measured.sensitivity`."""
+    return {k: {str(x): status_at({**crit, k: x}) for x in values} for k, values in grid.items() if k in crit}
+
+
 def judge(times: dict, status: str, crit: dict) -> str:
+    """One seed: holds when it groks within budget with delay >= min_delay_factor x t_train and test
+    accuracy at t_train <= max_test_acc_at_fit; fails when it grokked without that; inconclusive when
+    train or test never reached its threshold."""
     if status == "diverged":
         return "diverged"
     if times["t_test"] is None or times["t_train"] is None:
@@ -40,29 +50,48 @@ def criteria(cfg: Config) -> dict:
     return {"train_acc": 0.99, "test_acc": 0.99, "min_delay_factor": 2.0, "max_test_acc_at_fit": 0.5, **cfg.criteria}
 
 
+# neighbouring values of each threshold for measured.sensitivity (test_acc only downwards: a run stops there)
+SENSITIVITY = {"min_delay_factor": [1.5, 2.0, 3.0, 5.0], "max_test_acc_at_fit": [0.3, 0.5, 0.7],
+               "test_acc": [0.9, 0.95, 0.99]}
+
+
+def judge_histories(histories: list[list[dict]], run_statuses: list[str], crit: dict) -> str:
+    """The verdict from every seed's history: combine(judge(...)) over the seeds (pure)."""
+    return combine([judge(grokking_times(h, crit["test_acc"]), s, crit) for h, s in zip(histories, run_statuses)])
+
+
 def stop_rule(cfg: Config):
     """Training ends once both accuracies pass their thresholds (also used by stacked sweeps)."""
     crit = criteria(cfg)
     return lambda row: row["train_acc"] >= crit["train_acc"] and row.get("test_acc", 0.0) >= crit["test_acc"]
 
 
+def extra_metrics(cfg: Config) -> tuple:
+    """The circuits' Fourier strengths measured at each evaluation ((x + y) mod p only); stacked
+    sweeps (circuits/sweep.py prestack) measure the same per member."""
+    return (partial(fourier.strength_metrics, per_frequency=True),) if is_addition(cfg) else ()
+
+
 def run(cfg: Config, run_dir) -> Verdict:
     crit = criteria(cfg)
     started = begin(cfg, run_dir)
     histories, per_seed, statuses = {}, {}, []
-    extra = (partial(fourier.strength_metrics, per_frequency=True),) if is_addition(cfg) else ()
+    extra = extra_metrics(cfg)
     for seed in cfg.seeds:
         t = train_seed(cfg, seed, run_dir, stop=stop_rule(cfg), extra_metrics=extra)
         h = t.result.history
         times = grokking_times(h, crit["test_acc"])
         status = judge(times, t.result.status, crit)
         statuses.append(status)
-        per_seed[seed] = {**times, "status": status, "steps": t.result.step, "seconds": round(t.result.seconds, 1),
+        per_seed[seed] = {**times, "status": status, "run_status": t.result.status, "steps": t.result.step,
+                          "seconds": round(t.result.seconds, 1),
                           "final_train_acc": h[-1]["train_acc"], "final_test_acc": h[-1].get("test_acc"),
                           "param_norm_at_fit": next((r["param_norm"] for r in h if r["step"] == times["t_train"]), None),
                           "param_norm_final": h[-1]["param_norm"], **strengths(t, times, extra)}
         histories[f"seed{seed}"] = fourier.with_key_logit(h, per_seed[seed].get("key_frequencies"))
-    measured = {"per_seed": per_seed, **_medians(per_seed)}
+    hs, runs = list(histories.values()), [per_seed[s]["run_status"] for s in cfg.seeds]
+    measured = {**_medians(per_seed), "per_seed": per_seed,
+                "sensitivity": sensitivity(lambda c: judge_histories(hs, runs, c), crit, SENSITIVITY)}
     verdict = Verdict(NAME, CLAIM, combine(statuses), measured, crit, seeds=list(cfg.seeds))
     figure(cfg, list(histories.values()), per_seed, run_dir)
     return finish(cfg, run_dir, verdict, histories, started)

@@ -35,12 +35,13 @@ from pathlib import Path
 
 from circuits import plots
 from circuits.config import Config, protocol_fields
-from circuits.detect import Verdict, combine, first_step, value_at
+from circuits.detect import Verdict, claims_from, combine, first_step, value_at
 from circuits.errors import CircuitsError
 from circuits.experiment import begin, build, finish, setup
 from circuits.parallel import pmap
 from circuits.progress import Bar
 from circuits.train import Phase, train
+from protocols.grokking import sensitivity
 
 NAME = "late-weight-decay"
 CLAIM = ("weight decay switched on only late still groks; without weight decay, or with it removed too "
@@ -48,6 +49,12 @@ CLAIM = ("weight decay switched on only late still groks; without weight decay, 
 DEFAULTS = {"T": 500, "T2": 250, "workers": None}
 CRITERIA = {"train_acc": 0.99, "grok_acc": 0.99, "low_test_acc": 0.5, "min_window_factor": 1.5}
 SCHEDULES = ("always", "never", "late", "removed")
+CLAIMS = {"always": "the baseline (weight decay on throughout) groks",
+          "never": "without weight decay test accuracy stays low",
+          "late": "weight decay switched on only late still groks",
+          "removed": "weight decay removed too early: test accuracy stays low"}
+# neighbouring values of the thresholds for measured.sensitivity (grok_acc only downwards: runs stop there)
+SENSITIVITY = {"grok_acc": [0.95, 0.99], "low_test_acc": [0.3, 0.5, 0.7], "min_window_factor": [1.0, 1.5, 2.0]}
 
 
 @dataclass
@@ -139,6 +146,19 @@ def judge(schedule: str, m: dict, baseline_t_grok: int | None, steps: int, crit:
     return "fails" if schedule == "late" else "holds"
 
 
+def judge_seed(results: dict[str, tuple[list[dict], str]], p: dict, steps: int, crit: dict) -> dict:
+    """One seed: schedule -> (history, run status) in, schedule -> numbers with their status out (pure)."""
+    m = {s: numbers(*results[s], switch_step(s, p), crit) for s in SCHEDULES}
+    for s in SCHEDULES:
+        m[s]["status"] = judge(s, m[s], m["always"]["t_grok"], steps, crit)
+    return m
+
+
+def statuses_of(per_seed: dict) -> dict:
+    """Each schedule's status combined over the seeds."""
+    return {s: combine([m[s]["status"] for m in per_seed.values()]) for s in SCHEDULES}
+
+
 def run(cfg: Config, run_dir) -> Verdict:
     p, crit = params(cfg), criteria(cfg)
     started = begin(cfg, run_dir)
@@ -148,15 +168,17 @@ def run(cfg: Config, run_dir) -> Verdict:
     results = dict(zip((j.name for j in jobs), pmap(run_job, jobs, p["workers"], on_done=bar)))
     bar.close()
     hists = {name: h for name, (h, _) in results.items()}
-    per_seed = {}
-    for seed in cfg.seeds:
-        m = {s: numbers(*results[f"{s}-seed{seed}"], switch_step(s, p), crit) for s in SCHEDULES}
-        for s in SCHEDULES:
-            m[s]["status"] = judge(s, m[s], m["always"]["t_grok"], cfg.train.steps, crit)
-        per_seed[seed] = m
-    statuses = {s: combine([per_seed[seed][s]["status"] for seed in cfg.seeds]) for s in SCHEDULES}
-    measured = {"statuses": statuses, "weight_decay": cfg.optim.weight_decay, "T": p["T"], "T2": p["T2"],
-                "steps": cfg.train.steps, **summary(per_seed), "per_seed": per_seed}
+    by_seed = {seed: {s: results[f"{s}-seed{seed}"] for s in SCHEDULES} for seed in cfg.seeds}
+    per_seed = {seed: judge_seed(r, p, cfg.train.steps, crit) for seed, r in by_seed.items()}
+    statuses = statuses_of(per_seed)
+
+    def status_at(c: dict) -> dict:
+        return statuses_of({seed: judge_seed(r, p, cfg.train.steps, c) for seed, r in by_seed.items()})
+
+    measured = {"statuses": statuses, "claims": claims_from({CLAIMS[s]: st for s, st in statuses.items()}),
+                "weight_decay": cfg.optim.weight_decay, "T": p["T"], "T2": p["T2"],
+                "steps": cfg.train.steps, **summary(per_seed), "per_seed": per_seed,
+                "sensitivity": sensitivity(status_at, crit, SENSITIVITY)}
     verdict = Verdict(NAME, CLAIM, combine(list(statuses.values())), measured, crit, seeds=list(cfg.seeds))
     figure(cfg, p, hists, statuses, run_dir)
     return finish(cfg, run_dir, verdict, hists, started)

@@ -74,10 +74,11 @@ import torch.nn.functional as F
 from circuits import plots
 from circuits.cache import trained
 from circuits.config import Config, protocol_fields
-from circuits.detect import Verdict, combine, first_step, grokking_times
+from circuits.detect import Verdict, claims_from, combine, first_step, grokking_times
 from circuits.errors import CircuitsError
 from circuits.experiment import begin, finish
 from circuits.metrics import all_logits
+from protocols.grokking import sensitivity
 from protocols.simulation import log_steps
 from protocols.ungrokking import grokked_rule
 
@@ -90,6 +91,15 @@ CRITERIA = {"train_acc": 0.99, "test_acc_of_gen": 0.99, "min_delay_factor": 2.0,
             "gen_test_acc": 0.99, "mem_test_acc_max": 0.5, "train_loss_fit": 0.1, "test_loss_fit": 1.0,
             "min_test_loss_rise": 1.1, "max_test_loss_rise": 1.0, "min_loss_delay_factor": 10.0}
 SETTINGS = {"slow_gen": True, "equal_speed": False}       # setting -> grokking expected
+CLAIMS = {"slow_gen": "C_gen learned more slowly (w_m2 = 10, w_g2 = 1): the mixture groks",
+          "equal_speed": "equal learning speeds (w_m2 = w_g2 = 1): train and test loss fall together, no grokking"}
+# neighbouring values of the readings' thresholds for measured.sensitivity (the premise's thresholds are
+# the circuits' stop rules: changing them retrains the circuits, so they are not re-judged here).
+# max_test_loss_rise stays >= 1: the rise includes step 1, where the test loss is still its initial value
+SENSITIVITY = {"test_acc_of_gen": [0.95, 0.99], "min_delay_factor": [1.5, 2.0, 3.0],
+               "max_test_acc_at_fit": [0.3, 0.5, 0.7], "train_loss_fit": [0.05, 0.1, 0.2],
+               "test_loss_fit": [0.5, 1.0, 1.5], "min_test_loss_rise": [1.05, 1.1, 1.5],
+               "max_test_loss_rise": [1.0, 1.05, 1.1], "min_loss_delay_factor": [5.0, 10.0, 20.0]}
 OPTIMIZERS = ("gd", "adamw")
 f64 = torch.float64
 
@@ -236,6 +246,21 @@ def judge(expect_grokking: bool, acc: str, loss: str) -> str:
     return "fails"
 
 
+def setting_status(expect_grokking: bool, history: list[dict], crit: dict, gen_test_acc: float) -> str:
+    """One setting of one seed from its mixture history: both readings, then judge (pure)."""
+    if not all(math.isfinite(v) for r in history for v in r.values()):
+        return "diverged"
+    acc, loss = acc_reading(history, crit, gen_test_acc)["reading"], loss_reading(history, crit)["reading"]
+    return judge(expect_grokking, acc, loss)
+
+
+def statuses_at(per_seed: dict, histories: dict, crit: dict) -> dict:
+    """Each setting's status over the seeds under criteria `crit` (premise as measured)."""
+    return {name: combine([setting_status(expect, histories[f"{name}-seed{s}"], crit, m["premise"]["gen_test_acc"])
+                           if name in m else "inconclusive" for s, m in per_seed.items()])
+            for name, expect in SETTINGS.items()}
+
+
 def premise(mem_hist: list[dict], gen_hist: list[dict], crit: dict) -> dict:
     m, g = mem_hist[-1], gen_hist[-1]
     ok = (m["train_acc"] >= crit["train_acc"] and m.get("test_acc", 1.0) <= crit["mem_test_acc_max"]
@@ -262,9 +287,8 @@ def run_seed(cfg: Config, seed: int, p: dict, crit: dict) -> tuple[dict, dict]:
     for name, expect in SETTINGS.items():
         h = train_mixture(p[name], L_mem, L_gen, labels, tr, te, p)
         histories[f"{name}-seed{seed}"] = h
-        finite = all(math.isfinite(v) for r in h for v in r.values())
         acc, loss = acc_reading(h, crit, out["premise"]["gen_test_acc"]), loss_reading(h, crit)
-        status = judge(expect, acc["reading"], loss["reading"]) if finite else "diverged"
+        status = setting_status(expect, h, crit, out["premise"]["gen_test_acc"])
         first = h[1] if len(h) > 1 else h[0]
         out[name] = {"w_m2": p[name][0], "w_g2": p[name][1], "status": status, "accuracy": acc, "loss": loss,
                      "w_gen_over_w_mem_after_step_1": first["w_gen"] / first["w_mem"] if first["w_mem"] else None,
@@ -286,8 +310,9 @@ def run(cfg: Config, run_dir) -> Verdict:
         per_seed[seed], h = run_seed(cfg, seed, p, crit)
         histories.update(h)
     statuses = {name: combine([seed_status(m, name) for m in per_seed.values()]) for name in SETTINGS}
-    measured = {"statuses": statuses, "optimizer": p["optimizer"], "arch": cfg.model.arch, **headline(per_seed),
-                "per_seed": per_seed}
+    measured = {"statuses": statuses, "claims": claims_from({CLAIMS[k]: s for k, s in statuses.items()}),
+                "optimizer": p["optimizer"], "arch": cfg.model.arch, **headline(per_seed), "per_seed": per_seed,
+                "sensitivity": sensitivity(lambda c: statuses_at(per_seed, histories, c), crit, SENSITIVITY)}
     verdict = Verdict(NAME, CLAIM, combine(list(statuses.values())), measured, crit, seeds=list(cfg.seeds))
     figure(cfg, p, histories, per_seed, statuses, run_dir)
     return finish(cfg, run_dir, verdict, histories, started)

@@ -32,6 +32,7 @@ from circuits.parallel import pmap
 from circuits.progress import Bar
 from circuits.store import read_json
 from circuits.tasks import frac_for, sizes_from
+from protocols.grokking import sensitivity
 
 NAME = "semigrokking"
 CLAIM = "trained at D ~ D_crit, delayed generalisation reaches only middling test accuracy"
@@ -39,6 +40,9 @@ DEFAULTS = {"sizes": None, "multipliers": [0.8, 0.9, 1.0, 1.1, 1.25], "D_crit": 
 CRITERIA = {"train_acc": 0.99, "grok_acc": 0.99, "band_lo": 0.2, "band_hi": 0.8, "min_plateau_steps": 1000,
             "max_plateau_spread": 0.15, "min_semi_runs": 1}
 CLASSES = ("memorised", "semi", "transient", "grokked", "unresolved")
+# neighbouring values of the thresholds for measured.sensitivity (grok_acc only downwards: runs stop there)
+SENSITIVITY = {"band_lo": [0.1, 0.2, 0.3], "band_hi": [0.7, 0.8, 0.9], "min_plateau_steps": [500, 1000, 2000],
+               "max_plateau_spread": [0.1, 0.15, 0.25], "min_semi_runs": [1, 2], "grok_acc": [0.95, 0.99]}
 
 
 @dataclass
@@ -118,6 +122,13 @@ def classify(history: list[dict], crit: dict) -> tuple[str, list[tuple[int, int]
     return ("memorised" if final < crit["band_lo"] else "unresolved"), held
 
 
+def judge(histories: list[list[dict]], crit: dict) -> str:
+    """The verdict from the runs' histories (pure): holds when at least criteria.min_semi_runs runs are
+    semi or transient (classify), fails otherwise."""
+    n_semi = sum(classify(h, crit)[0] in ("semi", "transient") for h in histories)
+    return "holds" if n_semi >= crit["min_semi_runs"] else "fails"
+
+
 def run(cfg: Config, run_dir) -> Verdict:
     p = protocol_fields(cfg.params, DEFAULTS, "params")
     crit = protocol_fields(cfg.criteria, CRITERIA, "criteria")
@@ -136,8 +147,9 @@ def run(cfg: Config, run_dir) -> Verdict:
              "final_test_acc": h[-1].get("test_acc")} for j, (c, pl), h in zip(jobs, outcomes, hists)]
     n_semi = sum(c in ("semi", "transient") for c, _ in outcomes)
     measured = {"D_crit_used": d_crit, "D_crit_source": source, "n_runs": len(jobs), "n_semi_or_transient": n_semi,
-                **{f"n_{k}": sum(c == k for c, _ in outcomes) for k in CLASSES}, "per_size": per_size, "runs": runs}
-    status = "holds" if n_semi >= crit["min_semi_runs"] else "fails"
+                **{f"n_{k}": sum(c == k for c, _ in outcomes) for k in CLASSES}, "per_size": per_size, "runs": runs,
+                "sensitivity": sensitivity(lambda c: judge(hists, c), crit, SENSITIVITY)}
+    status = judge(hists, crit)
     verdict = Verdict(NAME, CLAIM, status, measured, crit, seeds=list(cfg.seeds))
     figure(cfg, jobs, hists, outcomes, crit, run_dir)
     return finish(cfg, run_dir, verdict, {f"D{j.size}-seed{j.seed}": h for j, h in zip(jobs, hists)}, started)

@@ -1,19 +1,34 @@
 """Ungrokking: a network that has grokked, trained further on a subset D' << D_crit of its training
-set, loses its test accuracy while keeping train accuracy 1 (Varma et al. 2023, Fig. 7-8).
+set, loses its test accuracy while keeping train accuracy 1; the transition in final test accuracy
+against D' is sharp and does not depend on the weight decay (Varma et al. 2023, Fig. 7-8).
 
 1. Grok a network on a large training split (cached in circuits.cache: reused by later runs).
 2. For each weight decay, subset size D' and subset seed: a copy of it trains on the nested subset
-   of size D' with a fresh AdamW for `params.steps` steps (x optim.weight_decay / wd with
-   `params.equal_decay_budget`: the same decay budget lr * wd * steps for every wd).
-3. Final test accuracy (on the original test split) against D': a logistic fit; its midpoint is the
-   ungrokking estimate of D_crit (shared with `circuits dcrit --method ungrokking`).
+   of size D' with a fresh AdamW for at most `params.steps` steps (x optim.weight_decay / wd with
+   `params.equal_decay_budget`: the same decay budget lr * wd * steps for every wd). A run *settles*
+   when its test accuracy moved at most params.settle_acc_tol over the last params.settle_decay_times
+   decay times 1 / (lr * wd); with params.stop_when_settled it stops there, else it runs to the step
+   cap. Every run records whether it settled or hit the cap.
+3. Final test accuracy (on the original test split) against D': a logistic fit in log D' per weight
+   decay, its midpoint (the ungrokking estimate of D_crit, shared with `circuits dcrit --method
+   ungrokking`) and width, each with a 95% bootstrap interval over (network, subset) seeds when there
+   are at least 5 of them (circuits/fit.py), else a seed range.
 
-Holds when, for every weight decay, the smallest D' ends with mean test accuracy below
-criteria.smallest_test_acc_max while its train accuracy stays >= criteria.smallest_train_acc_min,
-and the largest D' keeps mean test accuracy >= criteria.largest_test_acc_min.
+Claims judged (each in measured.claims; the status combines them), for every weight decay:
+  loses   the smallest D' ends with mean test accuracy < criteria.smallest_test_acc_max while
+          train accuracy stays >= criteria.smallest_train_acc_min (every run);
+  keeps   the largest D' keeps mean test accuracy >= criteria.largest_test_acc_min;
+  midpoint  the fit finds a transition whose midpoint lies inside the sizes measured;
+  sharp   its width in ln D' is at most criteria.width_max (with an interval: judged on it);
+and with several weight decays:
+  wd      the midpoints agree within a ratio 1 + criteria.wd_rel_tol: an equivalence test on the
+          interval of max/min of the midpoints, bootstrapped over the seeds the weight decays share
+          (a paired design), with >= 5 seeds; with fewer, circuits.fit.agree on the point estimates.
+measured.sensitivity re-judges each thresholded claim at 0.5x-2x its threshold.
 """
 from __future__ import annotations
 
+import os
 import statistics
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,9 +38,9 @@ import numpy as np
 from circuits import plots
 from circuits.cache import trained
 from circuits.config import Config, protocol_fields, to_dict
-from circuits.detect import Verdict, combine, first_step
+from circuits.detect import Verdict, claims_from, combine, first_step
 from circuits.experiment import begin, build, finish, setup
-from circuits.fit import fit_transition, intervals_overlap
+from circuits.fit import Estimate, agree, fit_transition, inside, intervals_overlap, over_seeds, sensitivity, status
 from circuits.parallel import pmap
 from circuits.progress import Bar
 from circuits.store import cache_dir, config_hash, load_torch
@@ -33,11 +48,21 @@ from circuits.tasks import nested_subset, sizes_from
 from circuits.train import Phase, train
 
 NAME = "ungrokking"
-CLAIM = "a grokked network trained on D' << D_crit loses test accuracy while train accuracy stays 1"
+CLAIM = ("a grokked network trained on D' << D_crit loses test accuracy while train accuracy stays 1; "
+         "the transition against D' is sharp and does not depend on weight decay")
 DEFAULTS = {"sizes": [0.05, 0.1, 0.2, 0.3], "subset_seeds": [0, 1], "weight_decays": None, "steps": 3000,
-            "eval_every": 50, "equal_decay_budget": True, "workers": None}
+            "eval_every": 50, "equal_decay_budget": True, "workers": None, "n_boot": 200,
+            "settle_decay_times": 3.0, "settle_acc_tol": 0.01, "stop_when_settled": True}
 CRITERIA = {"pretrain_test_acc": 0.99, "smallest_test_acc_max": 0.1, "smallest_train_acc_min": 0.99,
-            "largest_test_acc_min": 0.9}
+            "largest_test_acc_min": 0.9, "width_max": 0.3, "wd_rel_tol": 0.15}
+
+LOSES = "at the smallest D' test accuracy is lost while train accuracy stays 1"
+KEEPS = "at the largest D' test accuracy is kept"
+MIDPOINT = "final test accuracy against D' has a transition with its midpoint inside the sizes measured"
+SHARP = "the transition is sharp (its width in ln D' is at most criteria.width_max)"
+WD = "the transition's midpoint does not depend on weight decay (within criteria.wd_rel_tol)"
+CRIT_CLAIM = {"smallest_test_acc_max": LOSES, "smallest_train_acc_min": LOSES, "largest_test_acc_min": KEEPS,
+              "width_max": SHARP, "wd_rel_tol": WD}
 
 
 @dataclass
@@ -48,9 +73,10 @@ class Job:
     size: int              # D'
     subset_seed: int
     weight_decay: float
-    steps: int
+    steps: int             # the step cap
     eval_every: int
     checkpoint: str
+    settle: dict | None = None   # {decay_times, acc_tol}: stop once settled (None: run to the cap)
 
     @property
     def name(self) -> str:
@@ -74,6 +100,21 @@ def subset_size(x: float, p: int, n_train: int) -> int:
     return max(1, min(sizes_from([x], p * p)[0], n_train))
 
 
+def settle_window(lr: float, wd: float, decay_times: float) -> float:
+    """decay_times decay times 1 / (lr * wd), in steps."""
+    return decay_times / (lr * wd) if lr > 0 and wd > 0 else float("inf")
+
+
+def settled(history: list[dict], window: float, acc_tol: float) -> bool:
+    """Did the run settle: over its last `window` steps (it must have run that long) test accuracy
+    moved at most acc_tol?"""
+    if not history or history[-1]["step"] - history[0]["step"] < window:
+        return False
+    last = [r for r in history if r["step"] >= history[-1]["step"] - window]
+    acc = [r["test_acc"] for r in last if "test_acc" in r]
+    return bool(acc) and max(acc) - min(acc) <= acc_tol
+
+
 def ungrok(job: Job) -> list[dict]:
     """Continue the grokked network on its nested subset; the history of evaluations."""
     cfg = job.cfg
@@ -84,8 +125,24 @@ def ungrok(job: Job) -> list[dict]:
     tcfg = replace(cfg.train, steps=job.steps, eval_every=job.eval_every)
     res = train(model, data, cfg.optim, tcfg, phases=[Phase(job.steps, train_idx=sub, weight_decay=job.weight_decay,
                                                             fresh_optimizer=True)],
-                checkpoint=job.checkpoint, seed=job.subset_seed)
+                stop=settle_rule(job), checkpoint=job.checkpoint, seed=job.subset_seed)
     return res.history
+
+
+def settle_rule(job: Job):
+    """The stop rule of a job that stops once settled (None: it runs to its cap). It sees every
+    evaluation row; resuming, the rows before the interruption are read from the checkpoint."""
+    if not job.settle:
+        return None
+    seen = []
+    if job.checkpoint and os.path.exists(job.checkpoint):
+        seen += load_torch(job.checkpoint)["result"]["history"]
+    window = settle_window(job.cfg.optim.lr, job.weight_decay, job.settle["decay_times"])
+
+    def stop(row):
+        seen.append(row)
+        return settled(seen, window, job.settle["acc_tol"])
+    return stop
 
 
 def jobs_for(cfg: Config, seed: int, model_path, n_train: int) -> list[Job]:
@@ -95,49 +152,112 @@ def jobs_for(cfg: Config, seed: int, model_path, n_train: int) -> list[Job]:
     p = params(cfg)
     sizes = sorted({subset_size(x, cfg.task.p, n_train) for x in p["sizes"]})
     wd0 = cfg.optim.weight_decay or p["weight_decays"][0]
+    settle = {"decay_times": p["settle_decay_times"], "acc_tol": p["settle_acc_tol"]} if p["stop_when_settled"] else None
     out = []
     for wd in p["weight_decays"]:
         steps = int(round(p["steps"] * wd0 / wd)) if p["equal_decay_budget"] and wd > 0 else p["steps"]
         for size in sizes:
             for s in p["subset_seeds"]:
-                job = Job(cfg, seed, str(model_path), size, s, wd, steps, p["eval_every"], "")
-                key = config_hash({"grokked": Path(model_path).parent.name, "optim": to_dict(cfg)["optim"],
-                                   "job": job.name, "steps": steps, "eval_every": p["eval_every"]})
-                job.checkpoint = str(cache_dir() / "ungrok" / key / "checkpoint.pt")
+                job = Job(cfg, seed, str(model_path), size, s, wd, steps, p["eval_every"], "", settle)
+                key = {"grokked": Path(model_path).parent.name, "optim": to_dict(cfg)["optim"],
+                       "job": job.name, "steps": steps, "eval_every": p["eval_every"]}
+                if settle:
+                    key["settle"] = settle
+                job.checkpoint = str(cache_dir() / "ungrok" / config_hash(key) / "checkpoint.pt")
                 out.append(job)
     return out
 
 
-def summarise(jobs: list[Job], hists: list[list[dict]], p_mod: int) -> dict:
-    """Per weight decay: per-size means, the transition fit, steps to lose half the test accuracy."""
+def run_rows(jobs: list[Job], hists: list[list[dict]], p: dict, lr: float) -> list[dict]:
+    """One row per retrained network: its end state and whether it settled or hit the step cap."""
+    rows = []
+    for j, h in zip(jobs, hists):
+        window = settle_window(lr, j.weight_decay, p["settle_decay_times"])
+        rows.append({"name": j.name, "wd": j.weight_decay, "D": j.size, "seed": f"{j.seed}-{j.subset_seed}",
+                     "test_acc": h[-1]["test_acc"], "train_acc": h[-1]["train_acc"], "steps": h[-1]["step"],
+                     "step_cap": j.steps, "settled": settled(h, window, p["settle_acc_tol"]),
+                     "steps_to_lose_half": first_step(h, "test_acc", h[0]["test_acc"] / 2, after=0, below=True)})
+    return rows
+
+
+def summarise(rows: list[dict], p_mod: int, n_boot: int = 200) -> dict:
+    """Per weight decay: per-size means, the transition fit (midpoint and width over seeds), settling.
+    rows: run_rows() (or synthetic: wd, D, seed, test_acc, train_acc, optionally settled)."""
     out = {}
-    for wd in sorted({j.weight_decay for j in jobs}):
-        pairs = [(j, h) for j, h in zip(jobs, hists) if j.weight_decay == wd]
-        D = [j.size for j, _ in pairs]
-        acc = [h[-1]["test_acc"] for _, h in pairs]
-        fit = fit_transition(D, acc, [f"{j.seed}-{j.subset_seed}" for j, _ in pairs])
+    for wd in sorted({r["wd"] for r in rows}):
+        sel = [r for r in rows if r["wd"] == wd]
+        fit = fit_transition([r["D"] for r in sel], [r["test_acc"] for r in sel], [r["seed"] for r in sel], n_boot)
         sizes = {}
-        for size in sorted(set(D)):
-            rows = [(j, h) for j, h in pairs if j.size == size]
-            half = [first_step(h, "test_acc", h[0]["test_acc"] / 2, after=0, below=True) for _, h in rows]
+        for size in sorted({r["D"] for r in sel}):
+            at = [r for r in sel if r["D"] == size]
             sizes[size] = {"D": size, "frac_of_p2": size / p_mod**2,
-                           "test_acc": statistics.mean(h[-1]["test_acc"] for _, h in rows),
-                           "train_acc_min": min(h[-1]["train_acc"] for _, h in rows),
-                           "test_acc_runs": [h[-1]["test_acc"] for _, h in rows],
-                           "steps_to_lose_half": half}
-        out[wd] = {"sizes": sizes, "D_mid": fit.D_mid, "D_mid_ci": fit.ci,
-                   "D_mid_frac": fit.D_mid / p_mod**2 if fit.D_mid else None, "fit": fit}
+                           "test_acc": statistics.mean(r["test_acc"] for r in at),
+                           "train_acc_min": min(r["train_acc"] for r in at),
+                           "test_acc_runs": [r["test_acc"] for r in at],
+                           "settled": sum(bool(r.get("settled")) for r in at),
+                           "steps_to_lose_half": [r.get("steps_to_lose_half") for r in at]}
+        unsettled = [r.get("name", f"D{r['D']}-{r['seed']}") for r in sel if r.get("settled") is False]
+        out[wd] = {"sizes": sizes, "D_mid": fit.D_mid, "D_mid_ci": fit.ci, "D_mid_seed_range": fit.seed_range,
+                   "D_mid_frac": fit.D_mid / p_mod**2 if fit.D_mid else None, "mid": fit.mid, "width": fit.width_est,
+                   "n_runs": len(sel), "n_settled": sum(bool(r.get("settled")) for r in sel),
+                   "hit_step_cap": unsettled, "fit": fit}
     return out
 
 
-def judge(per_wd: dict, crit: dict) -> str:
-    statuses = []
+def wd_ratio(rows: list[dict], n_boot: int = 200) -> Estimate:
+    """max / min of the per-weight-decay midpoints, over the seeds the weight decays share: each
+    resample picks the same seeds at every weight decay (a paired bootstrap; an interval from >= 5)."""
+    wds = sorted({r["wd"] for r in rows})
+
+    def stat(rs):
+        mids = []
+        for wd in wds:
+            sel = [r for r in rs if r["wd"] == wd]
+            mids.append(fit_transition([r["D"] for r in sel], [r["test_acc"] for r in sel]).D_mid if sel else None)
+        return {"ratio": max(mids) / min(mids) if len(mids) > 1 and all(mids) else None}
+    return over_seeds(rows, lambda r: r["seed"], stat, n_boot)["ratio"]
+
+
+def judge(per_wd: dict, crit: dict, ratio: Estimate | None = None) -> dict[str, str]:
+    """{claim: status} from summarise()'s per-weight-decay summaries and wd_ratio() (several wds)."""
+    loses, keeps, mids, sharp = [], [], [], []
     for s in per_wd.values():
-        small, large = s["sizes"][min(s["sizes"])], s["sizes"][max(s["sizes"])]
-        ok = (small["test_acc"] < crit["smallest_test_acc_max"] and small["train_acc_min"] >= crit["smallest_train_acc_min"]
-              and large["test_acc"] >= crit["largest_test_acc_min"])
-        statuses.append("holds" if ok else "fails")
-    return combine(statuses)
+        sizes = s["sizes"]
+        small, large = sizes[min(sizes)], sizes[max(sizes)]
+        loses.append(status(small["test_acc"] < crit["smallest_test_acc_max"]
+                            and small["train_acc_min"] >= crit["smallest_train_acc_min"]))
+        keeps.append(status(large["test_acc"] >= crit["largest_test_acc_min"]))
+        if s["mid"].value is None:
+            mids.append("fails")                     # accuracy does not change with D': no transition
+            sharp.append("inconclusive")
+            continue
+        mids.append(status(inside(s["mid"], min(sizes), max(sizes))))
+        sharp.append(status(inside(s["width"], hi=crit["width_max"])))
+    claims = {LOSES: combine(loses), KEEPS: combine(keeps), MIDPOINT: combine(mids), SHARP: combine(sharp)}
+    if len(per_wd) > 1:
+        mid_est = [s["mid"] for s in per_wd.values()]
+        if any(m.value is None for m in mid_est):
+            claims[WD] = "inconclusive"
+        elif ratio is not None and ratio.ci is not None:
+            claims[WD] = status(inside(ratio, hi=1 + crit["wd_rel_tol"]))
+        else:
+            claims[WD] = status(agree(mid_est, crit["wd_rel_tol"]))
+    return claims
+
+
+def analyse(per_wd: dict, crit: dict, ratio: Estimate | None = None) -> tuple[str, dict]:
+    """The verdict's status and its judged numbers: claims, sensitivity, the midpoints' ratio."""
+    claims = judge(per_wd, crit, ratio)
+    m = {"claims": claims_from(claims),
+         "sensitivity": sensitivity(lambda c: judge(per_wd, c, ratio), crit, CRIT_CLAIM,
+                                    complement=("smallest_train_acc_min", "largest_test_acc_min"))}
+    mids = [s["mid"].value for s in per_wd.values() if s["mid"].value]
+    if len(per_wd) > 1 and len(mids) == len(per_wd):
+        m["weight_decay_midpoint_ratio"] = max(mids) / min(mids)
+        if ratio is not None:
+            m["weight_decay_midpoint_ratio_est"] = ratio.to_dict()
+        m["weight_decay_intervals_overlap"] = intervals_overlap([s["mid"].ci for s in per_wd.values()])  # reported only
+    return combine(list(claims.values())), m
 
 
 @dataclass
@@ -147,6 +267,8 @@ class Measured:
     hists: list[list[dict]]
     per_wd: dict                   # summarise(): per weight decay, sizes and the transition fit
     histories: dict                # every history by name, for metrics.csv
+    rows: list[dict] | None = None  # run_rows(): one per retrained network
+    wd_ratio: Estimate | None = None  # wd_ratio(): max / min of the midpoints (several weight decays)
 
 
 def measure(cfg: Config) -> Measured:
@@ -169,7 +291,9 @@ def measure(cfg: Config) -> Measured:
     hists = pmap(ungrok, jobs, p["workers"], on_done=bar)
     bar.close()
     histories.update({j.name: h for j, h in zip(jobs, hists)})
-    return Measured(grokked, jobs, hists, summarise(jobs, hists, cfg.task.p), histories)
+    rows = run_rows(jobs, hists, p, cfg.optim.lr)
+    ratio = wd_ratio(rows, p["n_boot"]) if len(p["weight_decays"]) > 1 else None
+    return Measured(grokked, jobs, hists, summarise(rows, cfg.task.p, p["n_boot"]), histories, rows, ratio)
 
 
 def run(cfg: Config, run_dir) -> Verdict:
@@ -177,21 +301,25 @@ def run(cfg: Config, run_dir) -> Verdict:
     started = begin(cfg, run_dir)
     m = measure(cfg)
     if not m.jobs:
-        status = "diverged" if any(g["diverged"] for g in m.grokked.values()) else "inconclusive"
-        verdict = Verdict(NAME, CLAIM, status, {"pretrain": m.grokked, "note": "no network grokked within budget"},
+        status_ = "diverged" if any(g["diverged"] for g in m.grokked.values()) else "inconclusive"
+        verdict = Verdict(NAME, CLAIM, status_, {"pretrain": m.grokked, "note": "no network grokked within budget"},
                           crit, seeds=list(cfg.seeds))
         return finish(cfg, run_dir, verdict, m.histories, started)
     per_wd, wd0 = m.per_wd, p["weight_decays"][0]
+    status_, judged = analyse(per_wd, crit, m.wd_ratio)
     measured = {
         "pretrain": m.grokked,
         "D_crit_ungrokking": per_wd[wd0]["D_mid"],
         "D_crit_ungrokking_ci": per_wd[wd0]["D_mid_ci"],
         "D_crit_ungrokking_frac": per_wd[wd0]["D_mid_frac"],
-        "per_weight_decay": {str(wd): {k: v for k, v in s.items() if k != "fit"} for wd, s in per_wd.items()},
+        "n_seeds": per_wd[wd0]["mid"].n_seeds,
+        **judged,
+        "per_weight_decay": {str(wd): {**{k: v for k, v in s.items() if k not in ("fit", "mid", "width")},
+                                       "midpoint": s["mid"].to_dict(), "width_lnD": s["width"].to_dict()}
+                             for wd, s in per_wd.items()},
+        "runs": [{k: r[k] for k in ("name", "test_acc", "train_acc", "steps", "step_cap", "settled")} for r in m.rows],
     }
-    if len(per_wd) > 1:
-        measured["weight_decay_midpoints_agree"] = intervals_overlap([s["D_mid_ci"] for s in per_wd.values()])
-    verdict = Verdict(NAME, CLAIM, judge(per_wd, crit), measured, crit, seeds=list(cfg.seeds))
+    verdict = Verdict(NAME, CLAIM, status_, measured, crit, seeds=list(cfg.seeds))
     figure(cfg, m.jobs, m.hists, per_wd, run_dir)
     return finish(cfg, run_dir, verdict, m.histories, started)
 
@@ -219,8 +347,9 @@ def figure(cfg: Config, jobs: list[Job], hists: list[list[dict]], per_wd: dict, 
         if s["D_mid"]:
             final.plot(grid, s["fit"].curve(grid), color=c)
             final.axvline(s["D_mid"], color=c, ls="--", lw=0.8)
-            ci = s["D_mid_ci"]
-            label += f": D_mid {s['D_mid']:.0f}" + (f" [{ci[0]:.0f}, {ci[1]:.0f}]" if ci else "")
+            ci, rng = s["D_mid_ci"], s["D_mid_seed_range"]
+            label += f": D_mid {s['D_mid']:.0f}" + (f" [{ci[0]:.0f}, {ci[1]:.0f}]" if ci else
+                                                     f" (seed range {rng[0]:.0f}..{rng[1]:.0f})" if rng else "")
         final.plot([], [], color=c, label=label)
         train_min = [s["sizes"][d]["train_acc_min"] for d in sorted(s["sizes"])]
         final.plot(sorted(s["sizes"]), train_min, color=c, ls=":", lw=1)

@@ -1,10 +1,14 @@
 import json
+import re
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
 import circuits
+from circuits import cli as cli_module
 
 
 def cli(*args, cwd=None):
@@ -29,11 +33,15 @@ def _pythonpath():
     (["run", "grokking", "--bogus"], "No such option: --bogus"),
     (["run", "grokking", "--seeds", "x"], "--seeds"),
 ])
-def test_user_errors_are_one_line_exit_2(args, msg):
-    r = cli(*args)
-    assert r.returncode == 2, r.stderr
-    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
-    assert r.stderr.startswith("error: ") and msg in r.stderr
+def test_user_errors_are_one_line_exit_2(args, msg, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)                       # in-process (the entry point itself: test_list_...)
+    with pytest.raises(SystemExit) as e:
+        cli_module.main(args)
+    err = capsys.readouterr().err
+    assert e.value.code == 2, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("error: ") and msg in err
+    assert not list(tmp_path.iterdir())               # nothing started
 
 
 def test_list_names_protocols_and_presets():
@@ -41,20 +49,61 @@ def test_list_names_protocols_and_presets():
     assert r.returncode == 0 and "grokking" in r.stdout and "quick" in r.stdout and "paper" in r.stdout
 
 
-def test_run_writes_the_run_directory_and_resumes(tmp_path):
-    args = ["run", "grokking", "--p", "11", "--set", "train.steps=30", "--set", "train.eval_every=10",
-            "--set", "model.d_model=16", "--set", "model.d_mlp=32", "--out", str(tmp_path / "r")]
-    r = cli(*args)
-    assert r.returncode == 0, r.stderr
-    files = {p.name for p in (tmp_path / "r").iterdir()}
+def test_a_killed_run_resumes_from_its_checkpoint(tmp_path, capsys, monkeypatch):
+    """Kill a real run (SIGKILL) once it has checkpointed, re-run the same command: training goes on
+    from the checkpoint's step, not from 0, keeps the history before it, and writes the verdict; a
+    third run reads the verdict back."""
+    from circuits import experiment
+    from circuits.store import load_torch
+
+    seed_checkpoint = getattr(experiment, "seed_checkpoint",                    # where train_seed checkpoints
+                              lambda run_dir, seed: Path(run_dir) / f"seed{seed}" / "checkpoint.pt")
+
+    out, steps = tmp_path / "r", 300
+    args = ["run", "grokking", "--p", "11", "--seeds", "1", "--set", f"train.steps={steps}",
+            "--set", "train.eval_every=25", "--set", "train.checkpoint_every=25", "--set", "model.d_model=16",
+            "--set", "model.d_mlp=32", "--out", str(out)]
+    env = {"MPLBACKEND": "Agg", "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1",
+           "CIRCUITS_CACHE": str(tmp_path / "cache"), **_pythonpath()}
+    ck = seed_checkpoint(out, 0)
+    proc = subprocess.Popen([sys.executable, "-m", "circuits", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not ck.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        proc.kill()                                   # SIGKILL: no clean-up of any kind
+        proc.wait()
+    assert ck.exists() and not (out / "verdict.json").exists(), "the run ended before it could be killed"
+    killed = load_torch(ck)["result"]
+    at = killed["step"]
+    assert 0 < at < steps
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CIRCUITS_CACHE", str(tmp_path / "cache"))
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        cli_module.main(args)
+    assert e.value.code == 0
+    shown = [int(n) for n in re.findall(rf"(\d+)/{steps}", capsys.readouterr().err)]
+    assert shown and shown[0] > at                    # the progress starts after the checkpoint, not at 0/300
+    files = {p.name for p in out.iterdir()}
     assert {"config.yaml", "meta.json", "metrics.csv", "figure.png", "figure.pdf", "verdict.json"} <= files
-    v = json.loads((tmp_path / "r" / "verdict.json").read_text())
-    assert v["status"] == "inconclusive"            # 30 steps: no time to grok, judged as such
-    meta = json.loads((tmp_path / "r" / "meta.json").read_text())
-    assert meta["torch"] and meta["end"] and meta["device"] == "cpu"
-    before = (tmp_path / "r" / "verdict.json").stat().st_mtime_ns
-    assert cli(*args).returncode == 0                # finished: the verdict is read back, not recomputed
-    assert (tmp_path / "r" / "verdict.json").stat().st_mtime_ns == before
+    v = json.loads((out / "verdict.json").read_text())
+    assert v["protocol"] == "grokking" and v["status"] in ("holds", "fails", "inconclusive")
+    resumed = load_torch(ck)["result"]["history"]
+    before = [r for r in resumed if r["step"] <= at]
+    assert before == killed["history"]                # carried over (same times), not trained again
+    assert resumed[-1]["step"] > at
+    metrics = (out / "metrics.csv").read_text().splitlines()
+    assert any(line.startswith(f"seed0,{at},") for line in metrics)
+    assert any(line.startswith("seed0,0,") for line in metrics)
+
+    stamp = (out / "verdict.json").stat().st_mtime_ns
+    with pytest.raises(SystemExit) as e:
+        cli_module.main(args)                         # finished: the verdict is read back, not recomputed
+    assert e.value.code == 0 and (out / "verdict.json").stat().st_mtime_ns == stamp
 
 
 def test_python_api(tmp_path):

@@ -1,6 +1,6 @@
 import pytest
 
-from circuits.config import Config, from_dict, parse_override, resolve
+from circuits.config import Config, check_like, from_dict, parse_override, protocol_fields, read_value, resolve
 from circuits.errors import CircuitsError
 
 PRESETS = {"quick": {"task": {"p": 47}, "model": {"d_model": 64},
@@ -60,3 +60,64 @@ def test_parse_override_reads_yaml_values():
     assert resolve("g", PRESETS, "quick", overrides=["optim.lr=1e-3"]).optim.lr == 1e-3
     assert parse_override("x=true") == {"x": True}
     assert from_dict(Config, {"seeds": 2}).seeds == [2]
+
+
+@pytest.mark.parametrize("bad,match", [
+    (["task.p=.inf"], r"bad value for task.p: inf \(expected an integer\)"),
+    (["optim.lr=.inf"], r"bad value for optim.lr: inf \(expected a finite number\)"),
+    (["optim.betas=[0.9, .nan]"], "bad value for optim.betas"),
+    (["model=5"], "model is a section, not a value"),
+    (["criteria=5"], "criteria is a section, not a value"),
+    (["train.threads=-1"], "train.threads must be >= 0"),
+    (["optim.momentum=-1"], "optim.momentum must be a finite number >= 0"),
+    (["protocol=simulation"], "--set cannot change protocol"),
+    (["preset=paper"], "--set cannot change preset"),
+    (["optim.weight_deacy=1"], r"did you mean optim.weight_decay\?"),
+    (["model.d_modle=8"], r"did you mean model.d_model\?"),
+])
+def test_more_bad_input_is_one_clear_error(bad, match):
+    with pytest.raises(CircuitsError, match=match):
+        resolve("g", PRESETS, "quick", overrides=bad)
+
+
+def test_config_file_sections_and_protocol(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("protocol: g\npreset: quick\ntask: {p: 31}\n")       # a saved run's config.yaml: same protocol
+    assert resolve("g", PRESETS, "quick", config_file=str(f)).task.p == 31
+    with pytest.raises(CircuitsError, match="is for preset 'quick', not 'paper'"):
+        resolve("g", PRESETS, "paper", config_file=str(f))
+    f.write_text("model: 5\n")
+    with pytest.raises(CircuitsError, match="model is a section"):
+        resolve("g", PRESETS, "quick", config_file=str(f))
+    f.write_bytes(b"task: {op: \xe9}\n")
+    with pytest.raises(CircuitsError, match="is not UTF-8 text"):
+        resolve("g", PRESETS, "quick", config_file=str(f))
+    with pytest.raises(CircuitsError, match="is a directory"):
+        resolve("g", PRESETS, "quick", config_file=str(tmp_path))
+
+
+def test_scientific_numbers_are_numbers():
+    assert read_value("1e-3") == 0.001 and read_value("2E5") == 200000.0 and read_value("-1.5e+2") == -150.0
+    assert read_value("1e") == "1e" and read_value("abc") == "abc"
+    assert resolve("g", PRESETS, "quick", overrides=["task.p=1.3e1"]).task.p == 13
+
+
+def test_protocol_fields_unknown_key_suggests():
+    msg = r"unknown config key 'params.stpes' \(did you mean params.steps\? known: steps, lr\)"
+    with pytest.raises(CircuitsError, match=msg):
+        protocol_fields({"stpes": 3}, {"steps": 1, "lr": 0.1}, "params")
+
+
+@pytest.mark.parametrize("value,ref,ok", [
+    (0.5, 0.99, True), (1, 0.99, True), ("abc", 0.99, False), (True, 0.99, False), (float("inf"), 0.99, False),
+    (3, 1000, True), (2.5, 1000, False), (True, False, True), (1, False, False),
+    ([0.3, 1], [0.2, 0.5], True), ("abc", [0.2, 0.5], False), ([0.3, "x"], [0.2, 0.5], False), (3, [0.2], False),
+    ({"steps": 5}, {"steps": 10, "sizes": [0.1]}, True), ({"steps": "x"}, {"steps": 10}, False),
+    ("sgd", "gd", True), (5, "gd", False), ("anything", None, True),
+])
+def test_check_like(value, ref, ok):
+    if ok:
+        check_like(value, ref, "params.x")
+    else:
+        with pytest.raises(CircuitsError, match="bad value for params.x"):
+            check_like(value, ref, "params.x")

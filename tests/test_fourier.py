@@ -1,4 +1,5 @@
 """The Fourier split of modular-addition logits into C_gen and C_mem parts (circuits/fourier.py)."""
+import functools
 import math
 
 import pytest
@@ -47,13 +48,113 @@ def test_planted_table_is_all_gen_and_random_table_mostly_mem():
     assert torch.allclose(g_k + m_k, R) and (g_k ** 2).sum() < (gen ** 2).sum()
 
 
-def test_key_frequencies_are_the_planted_ones():
-    p = 31
-    L = planted(p, {3: 4.0, 8: 2.5, 13: 2.0}) + 0.05 * torch.randn(p, p, p, generator=torch.Generator().manual_seed(1))
-    assert fourier.key_frequencies(L, threshold=0.9) == [3, 8, 13]
-    assert fourier.key_frequencies(L, top=2) == [3, 8]
-    e = fourier.frequency_energy(L)
-    assert e.shape == ((p + 1) // 2,) and torch.isclose(e.sum(), (L.float() ** 2).sum(), rtol=1e-4)
+class TableModel(torch.nn.Module):
+    """A 'network' whose logits on input (x, y, =) are row x * p + y of a fixed table [p^2, d_vocab]."""
+
+    def __init__(self, logits: torch.Tensor, p: int):
+        super().__init__()
+        self.p, self.table = p, torch.nn.Parameter(logits.float(), requires_grad=False)
+
+    def forward(self, tokens):
+        return self.table[tokens[:, 0] * self.p + tokens[:, 1]]
+
+
+def known_network(p: int = 23, seed: int = 1):
+    """Logits with known parts: C_gen = sum_k a_k cos(w_k (x + y - c) + phi_k) for K = {2, 5, 9}
+    (frequency 5 a pure sine, phi = -pi/2), plus a C_mem part built from noise with its own
+    functions-of-(x + y - c) part removed by hand (no circuits code): returns
+    (L [p, p, p], gen [p, p, p], mem [p, p, p], amps, phases)."""
+    amps, phases = {2: 3.0, 5: 2.0, 9: 1.5}, {2: 0.4, 5: -math.pi / 2, 9: 2.0}
+    a = torch.arange(p, dtype=torch.float64)
+    s = (a[:, None, None] + a[None, :, None] - a[None, None, :]) % p                 # x + y - c mod p
+    gen = sum(amp * torch.cos(2 * math.pi * k * s / p + phases[k]) for k, amp in amps.items())
+    noise = torch.randn(p, p, p, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    profile = torch.zeros(p, dtype=torch.float64)                                   # mean of noise at each s
+    profile.index_add_(0, s.flatten().long(), noise.flatten())
+    profile = profile / p ** 2
+    mem = 0.3 * (noise - (profile - profile.mean())[s.long()])                      # no function of s left
+    return gen + mem, gen, mem, amps, phases
+
+
+def test_key_frequencies_and_strengths_of_a_known_network():
+    """Exact values on a network with known logits: the key frequencies, the energy per frequency,
+    the split into C_gen and C_mem, and the train/test C_gen and C_mem correct-class logits (a wrong
+    sign, a wrong frequency index or a dropped sine term each break an assertion here)."""
+    p = 23
+    L, gen, mem, amps, phases = known_network(p)
+    # the split recovers both parts exactly
+    g, m = fourier.split(L)
+    assert torch.allclose(g, gen, atol=1e-9) and torch.allclose(m, mem, atol=1e-9)
+    # energy per frequency of the C_gen part: a_k^2 p^3 / 2 at the planted k, nothing elsewhere
+    e = fourier.frequency_energy(g)
+    want = torch.zeros((p + 1) // 2, dtype=torch.float64)
+    for k, amp in amps.items():
+        want[k] = amp ** 2 * p ** 3 / 2
+    assert torch.allclose(e.double(), want, rtol=1e-4, atol=1e-2)
+    # key frequencies: all three carry 90% (9 + 4 + 2.25; the top two only 85%), the top two are 2 and 5
+    assert fourier.key_frequencies(g, threshold=0.9) == [2, 5, 9]
+    assert fourier.key_frequencies(g, threshold=0.8) == [2, 5]
+    assert fourier.key_frequencies(g, top=1) == [2]
+    # the sum profile g(s) (mean logit of class x + y - s), from the table and chunk by chunk, is the
+    # planted sum_k a_k cos(w_k s + phi_k) up to a constant (mem's mean)
+    data = make_dataset(TaskConfig(p=p, frac=0.4))
+    logits = as_logits(data, L)
+    model = TableModel(logits, p)
+    sv = torch.arange(p, dtype=torch.float64)
+    planted_g = sum(amp * torch.cos(2 * math.pi * k * sv / p + phases[k]) for k, amp in amps.items())
+    acc = fourier.Strengths(model, data)
+    for start in range(0, len(logits), 50):
+        acc.add(start, logits[start : start + 50])
+    for g_s in (fourier.sum_profile(L), acc.profile()):
+        assert torch.allclose(g_s - g_s.mean(), planted_g, atol=1e-5)
+    # a trained network's key frequencies (read off the sum profile, chunk by chunk): the same
+    assert fourier.final_key_frequencies(model, data, chunk=50) == [2, 5, 9]
+    assert fourier.final_key_frequencies(model, data, threshold=0.8) == [2, 5]
+    # strengths: C_gen at the correct class (x + y - c = 0) is sum_k a_k cos(phi_k), on train and test
+    # alike; frequency by frequency a_k cos(phi_k) (0 for the pure sine); C_mem is the rest
+    row = fourier.strength_metrics(model, data, logits, per_frequency=True)
+    gen_k = {k: amps.get(k, 0.0) * math.cos(phases.get(k, 0.0)) for k in range(1, (p + 1) // 2)}
+    for k, v in gen_k.items():
+        assert row[f"gen_logit_k{k}"] == pytest.approx(v, abs=1e-5)
+    assert row["gen_logit_k5"] == pytest.approx(0.0, abs=1e-5)
+    total = sum(gen_k.values())
+    x, y = data.tokens[:, 0], data.tokens[:, 1]
+    centred_mem = mem[x, y, (x + y) % p] - mem[x, y].mean(1)                        # mem's share of the margin
+    for split, idx in (("train", data.train_idx), ("test", data.test_idx)):
+        assert row[f"{split}_gen_logit"] == pytest.approx(total, abs=1e-5)
+        assert row[f"{split}_mem_logit"] == pytest.approx(centred_mem[idx].mean().item(), abs=1e-5)
+    # the same numbers through metrics.evaluate, chunk by chunk
+    for chunk in (7, 10 ** 6):
+        ev = evaluate(model, data, extra=[functools.partial(fourier.strength_metrics, per_frequency=True)], chunk=chunk)
+        assert {k: ev[k] for k in row} == pytest.approx(row, abs=1e-5)
+
+
+def test_evaluate_in_chunks_equals_all_at_once():
+    """metrics.evaluate sums chunk by chunk (never a [n, d_vocab] tensor of all inputs): the numbers
+    equal those from all logits at once to 1e-6, with duplicates in train_idx weighted as before."""
+    from circuits.config import ModelConfig
+    from circuits.metrics import all_logits, split_metrics
+    from circuits.models import build_model
+    data = make_dataset(TaskConfig(p=13, frac=0.5))
+    data = data.with_train(torch.cat([data.train_idx, data.train_idx[:5]]))          # 5 inputs twice
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch="mlp", d_model=8, d_mlp=16), data.d_vocab, data.n_ctx)
+    sizes = []
+    model.register_forward_hook(lambda mod, inp, out: sizes.append(len(inp[0])))
+    extra = [functools.partial(fourier.strength_metrics, per_frequency=True)]
+    small = evaluate(model, data, extra, chunk=7)
+    assert max(sizes) == 7 and len(sizes) == math.ceil(13 * 13 / 7)
+    whole = evaluate(model, data, extra, chunk=10 ** 6)
+    assert small == pytest.approx(whole, rel=1e-6, abs=1e-6)
+    logits = all_logits(model, data)
+    ref = {**split_metrics(logits[data.train_idx], data.labels[data.train_idx], "train"),
+           **split_metrics(logits[data.test_idx], data.labels[data.test_idx], "test"),
+           **fourier.strength_metrics(model, data, logits, per_frequency=True)}
+    assert {k: small[k] for k in ref} == pytest.approx(ref, rel=1e-6, abs=1e-6)
+    # an extra metric without an accumulator still gets all logits, once
+    seen = []
+    evaluate(model, data, [lambda m, d, lg: seen.append(lg.shape) or {}], chunk=7)
+    assert seen == [(13 * 13, data.d_vocab)]
 
 
 def test_strength_metrics_on_synthetic_logits():

@@ -50,3 +50,46 @@ def test_unstackable_configs():
     c = _cfgs("mlp")[0]
     c.optim.batch_size = 8
     assert stack_key(c) is None
+
+
+def test_stacked_members_get_the_protocols_extra_metrics():
+    """grokking's Fourier strengths (extra_metrics) per member, equal to separate runs' to 1e-5."""
+    from functools import partial
+
+    from circuits.fourier import strength_metrics
+
+    extra = (partial(strength_metrics, per_frequency=True),)
+    cfgs = _cfgs("transformer")
+    separate = []
+    for c in cfgs:
+        model, data = build(c, c.seeds[0], "cpu")
+        separate.append(train(model, data, c.optim, c.train, seed=c.seeds[0], extra_metrics=extra))
+    built = [build(c, c.seeds[0], "cpu") for c in cfgs]
+    stacked = train_stacked([m for m, _ in built], [d for _, d in built], cfgs, [None] * 3, torch.device("cpu"),
+                            extra_metrics=extra)
+    for ref, res in zip(separate, stacked):
+        assert "gen_logit_k1" in ref.history[-1] and "train_gen_logit" in ref.history[-1]
+        for a, b in zip(res.history, ref.history):
+            assert set(a) == set(b)
+            for k in b:
+                if k != "time":
+                    assert a[k] == pytest.approx(b[k], abs=1e-5, rel=1e-5), k
+
+
+def test_a_stacked_seed_saved_as_its_checkpoint_is_resumed_not_retrained(tmp_path, capsys):
+    from circuits.experiment import save_trained, seed_checkpoint, train_seed
+
+    cfgs = _cfgs("mlp")
+    built = [build(c, c.seeds[0], "cpu") for c in cfgs]
+    results = train_stacked([m for m, _ in built], [d for _, d in built], cfgs, [None] * 3, torch.device("cpu"))
+    for c, (model, data), res in zip(cfgs, built, results):
+        save_trained(c, c.seeds[0], tmp_path / f"run{c.seeds[0]}", model, data, res)
+    capsys.readouterr()
+    for c, (model, _), res in zip(cfgs, built, results):
+        run_dir = tmp_path / f"run{c.seeds[0]}"
+        before = seed_checkpoint(run_dir, c.seeds[0]).stat().st_mtime_ns
+        t = train_seed(c, c.seeds[0], run_dir, quiet=True)
+        assert t.result.history == res.history and seed_checkpoint(run_dir, c.seeds[0]).stat().st_mtime_ns == before
+        for p, q in zip(t.model.parameters(), model.parameters()):
+            assert torch.equal(p, q)
+    assert capsys.readouterr().err == ""

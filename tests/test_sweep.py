@@ -3,7 +3,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -12,8 +11,8 @@ from circuits.config import Config, ModelConfig, TaskConfig, TrainConfig
 from circuits.errors import CircuitsError
 from circuits.sweep import SlurmOptions, grid, parse_axes, run_slurm, run_sweep
 from circuits.progress import Bar
+from procs import alive as _alive, children as _children, kill_leftovers as _kill_leftovers, wait_until as _wait_until
 
-TINY = ["--p", "11", "--set", "model.d_model=16", "--set", "model.d_mlp=32", "--set", "train.eval_every=10"]
 
 
 def _cfg(steps=30, seeds=(0, 1)):
@@ -38,6 +37,14 @@ def test_parse_axes_and_grid(tmp_path):
         grid(_cfg(), {"model.nope": [1]}, tmp_path)
     with pytest.raises(CircuitsError, match="--sweep expects"):
         parse_axes(["task.frac"])
+
+
+@pytest.mark.parametrize("values", [["0.5", "0.5"], ["0.5", "0.50"], ["0.5", "0.6", "0.50"]])
+def test_a_value_listed_twice_is_refused(tmp_path, values):
+    axes = parse_axes([f"task.frac={','.join(values)}"])
+    with pytest.raises(CircuitsError, match="--sweep task.frac lists the value .* twice"):
+        grid(_cfg(), axes, tmp_path)
+    assert len(grid(_cfg(), {"task.frac": [0.5, 0.6]}, tmp_path)) == 4   # distinct values: no error
 
 
 def _metrics(run_dir):
@@ -68,33 +75,83 @@ def test_point_order_does_not_matter(tmp_path):
         assert _metrics(tmp_path / "a" / "points" / name) == _metrics(tmp_path / "b" / "points" / name)
 
 
-def _cli(args, **kw):
-    return subprocess.Popen([sys.executable, "-m", "circuits", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True, **kw)
+STEPS = 200
+SWEEP = ["run", "grokking", "--p", "11", "--set", "model.d_model=16", "--set", "model.d_mlp=32",
+         "--set", "task.op=/",   # not addition: no Fourier metrics at each evaluation, a faster run
+         "--set", f"train.steps={STEPS}", "--set", "train.eval_every=20", "--set", "train.checkpoint_every=20",
+         "--seeds", "1", "--sweep", "task.frac=0.2,0.3,0.4", "--workers", "2"]
 
 
-def test_kill_9_then_same_command_completes_without_recomputing(tmp_path):
+def _env():
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("CIRCUITS_IN_WORKER", None)
+    return env
+
+
+def _checkpoint(point: Path) -> dict | None:
+    """A point's checkpoint (seed 0), or None if it has none yet."""
+    import torch
+
+    path = point / "seed0" / "checkpoint.pt"
+    try:
+        return torch.load(path, weights_only=False) if path.exists() else None
+    except (FileNotFoundError, EOFError, RuntimeError):   # replaced while read: next poll
+        return None
+
+
+def _partway(out: Path) -> dict[str, dict]:
+    """{point: its checkpoint} for the unfinished points that have one."""
+    found = {}
+    for point in out.glob("points/*"):
+        ck = None if (point / "verdict.json").exists() else _checkpoint(point)
+        if ck is not None:
+            found[point.name] = ck
+    return found
+
+
+def _ready_to_kill(out: Path) -> bool:
+    """A point finished, and another one checkpointed at most half way: with 3 points on 2 workers,
+    the third starts once one of the first two is done, so it is far from finishing when the kill lands."""
+    if not list(out.glob("points/*/verdict.json")):
+        return False
+    return any(ck["result"]["step"] <= STEPS // 2 for ck in _partway(out).values())
+
+
+def test_kill_9_then_same_command_resumes_without_recomputing(tmp_path):
     out = tmp_path / "sweep"
-    args = ["run", "grokking", *TINY, "--set", "train.steps=400", "--set", "train.checkpoint_every=50",
-            "--seeds", "1", "--sweep", "task.frac=0.3,0.4,0.5,0.6", "--workers", "2", "--out", str(out)]
-    proc = _cli(args)
-    deadline = time.time() + 240
-    while time.time() < deadline:
-        done = list(out.glob("points/*/verdict.json"))
-        if len(done) >= 1 or proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    args = [sys.executable, "-m", "circuits", *SWEEP, "--out", str(out)]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env())
+    children: set[int] = set()
+    try:
+        assert _wait_until(lambda: _ready_to_kill(out) or proc.poll() is not None, 240, every=0.02)
+        assert proc.poll() is None, "the sweep finished before a point was checkpointed part-way"
+        children = _children(proc.pid)
+        os.kill(proc.pid, signal.SIGKILL)              # the main process alone: its workers must follow
+        proc.wait(timeout=10)
+        assert _wait_until(lambda: not any(_alive(p) for p in children), 5), \
+            f"workers outlived the sweep: {[p for p in children if _alive(p)]}"
+    finally:
+        _kill_leftovers(children | _children(proc.pid))
+        proc.kill()
+        proc.wait(timeout=10)
     done = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("points/*/verdict.json")}
-    assert 1 <= len(done) < 4, f"the kill came too late to test resuming: {len(done)} points finished"
+    partway = _partway(out)
+    midway = [name for name, ck in partway.items() if ck["result"]["step"] < STEPS]
+    assert 1 <= len(done) < 3 and midway, f"the kill came too late: {sorted(done)} finished"
     assert not (out / "sweep.csv").exists()
-    r = subprocess.run([sys.executable, "-m", "circuits", *args], capture_output=True, text=True, timeout=300)
+
+    r = subprocess.run(args, capture_output=True, text=True, timeout=300, env=_env())
     assert r.returncode == 0, r.stderr
     for name, mtime in done.items():   # finished points were not recomputed or rewritten
         assert (out / "points" / name / "verdict.json").stat().st_mtime_ns == mtime
+    for name, ck in partway.items():   # the others resumed from their checkpoints, not from step 0
+        before = ck["result"]["history"]
+        after = _checkpoint(out / "points" / name)["result"]["history"]
+        assert before and after[: len(before)] == before, name    # the same rows, with the same times
+        assert len(after) > len(before) or name not in midway, name
+        assert after[-1]["step"] == STEPS
     rows = _rows(out / "sweep.csv")
-    assert sorted(r["task.frac"] for r in rows) == ["0.3", "0.4", "0.5", "0.6"]
+    assert sorted(r["task.frac"] for r in rows) == ["0.2", "0.3", "0.4"]
     assert not list(out.rglob("*.tmp"))
 
 

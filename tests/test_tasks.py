@@ -1,9 +1,12 @@
+import os
+
 import pytest
 import torch
 
-from circuits.config import TaskConfig
+from circuits.config import ModelConfig, TaskConfig
 from circuits.errors import CircuitsError
-from circuits.tasks import make_dataset, nested_subset, split
+from circuits.tasks import (check_fits, count_params, make_dataset, memory_estimate, memory_limit, n_inputs,
+                            nested_subset, operands, split)
 
 
 def test_canonical_task_shapes():
@@ -68,3 +71,53 @@ def test_random_labels_fixed_and_not_the_answer():
     true = make_dataset(TaskConfig(p=23))
     assert torch.equal(a.labels, b.labels)
     assert (a.labels == true.labels).float().mean() < 0.2
+
+
+@pytest.mark.parametrize("p,k,op", [(5, 2, "+"), (4, 3, "+"), (7, 2, "/")])
+def test_operands_are_built_as_tensors_in_product_order(p, k, op):
+    import itertools
+    ref = torch.tensor(list(itertools.product(range(p), repeat=k)))
+    ref = ref[ref[:, 1] != 0] if op == "/" else ref
+    assert torch.equal(operands(TaskConfig(p=p, k=k, op=op)), ref)
+    assert n_inputs(TaskConfig(p=p, k=k, op=op)) == len(ref)
+
+
+@pytest.mark.parametrize("task,msg", [
+    (TaskConfig(p=100003), "task p=100003, k=2 has 10,000,600,009 inputs, more than the 50,000,000"),
+    (TaskConfig(p=47, k=8), "task p=47, k=8 has 23,811,286,661,761 inputs"),
+])
+def test_check_fits_refuses_too_many_inputs_before_building(task, msg):
+    with pytest.raises(CircuitsError, match=msg):
+        check_fits(task, ModelConfig())
+
+
+def test_check_fits_refuses_over_the_memory_limit(monkeypatch):
+    monkeypatch.setenv("CIRCUITS_MEMORY_LIMIT_GB", "1")
+    task, model = TaskConfig(p=1009, frac=0.4), ModelConfig(d_model=64, d_head=16, d_mlp=256)
+    msg = r"needs about .* GB .* more than the 1.0 GB allowed \(CIRCUITS_MEMORY_LIMIT_GB=1\)"
+    with pytest.raises(CircuitsError, match=msg):
+        check_fits(task, model)
+    monkeypatch.setenv("CIRCUITS_MEMORY_LIMIT_GB", "100")
+    check_fits(task, model)                                      # ~17 GB: fits 100
+    assert check_fits(TaskConfig(p=113), ModelConfig()) is None
+    parts = memory_estimate(task, model)
+    assert parts["step"] > 10e9 > parts["dataset"] > 50e6          # a full-batch step of 407,232 inputs dominates
+    assert memory_estimate(task, model, batch_size=512)["step"] < parts["step"] / 5   # an evaluation chunk dominates
+    assert memory_estimate(task, model, on_gpu=True)["step"] == 0
+
+
+def test_memory_limit_reads_meminfo_or_the_environment(monkeypatch):
+    monkeypatch.delenv("CIRCUITS_MEMORY_LIMIT_GB", raising=False)
+    limit, why = memory_limit()
+    if os.path.exists("/proc/meminfo"):
+        assert limit > 0 and why.startswith("80% of the")
+    monkeypatch.setenv("CIRCUITS_MEMORY_LIMIT_GB", "2.5")
+    assert memory_limit() == (2.5e9, "CIRCUITS_MEMORY_LIMIT_GB=2.5")
+
+
+@pytest.mark.parametrize("kw", [{}, {"n_layers": 2}, {"arch": "mlp", "mlp_depth": 3}, {"arch": "lstm"},
+                                {"arch": "gru", "rnn_layers": 3}, {"arch": "birnn"}])
+def test_parameter_count_from_the_config(kw):
+    from circuits.models import build_model, n_params
+    cfg = ModelConfig(**kw)
+    assert count_params(cfg, 114, 3) == n_params(build_model(cfg, 114, 3))

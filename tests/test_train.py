@@ -46,13 +46,48 @@ def test_divergence(tiny_cfg):
     assert r.status == "diverged" and r.step < 40
 
 
-def test_phases_switch_training_set_and_weight_decay(tiny_cfg):
+def _grads(model, params: dict, x, y) -> dict:
+    """Gradients of the float64 mean cross-entropy on (x, y) at params."""
+    model.load_state_dict(params)
+    model.zero_grad(set_to_none=True)
+    torch.nn.functional.cross_entropy(model(x).double(), y).backward()
+    return {k: p.grad.clone() for k, p in model.named_parameters()}
+
+
+def test_phases_switch_training_set_weight_decay_lr_and_warmup(tiny_cfg):
+    """Each phase's subset, weight decay, lr and (with a fresh optimiser) warm-up take effect: the
+    steps are checked against AdamW by hand."""
+    tiny_cfg.optim.warmup, tiny_cfg.train.eval_every = 2, 1
     model, data = build(tiny_cfg, seed=0, device="cpu")
     sub = nested_subset(data.train_idx, 10, seed=0)
-    r = train(model, data, tiny_cfg.optim, tiny_cfg.train,
-              phases=[Phase(20), Phase(20, train_idx=sub, weight_decay=0.0, fresh_optimizer=True)])
-    assert [row["phase"] for row in r.history] == [0, 0, 0, 1, 1]
-    assert r.step == 40
+    snaps = {}
+
+    def snapshot(step, total, row):
+        snaps[step] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    lr, wd = 0.01, 0.5
+    r = train(model, data, tiny_cfg.optim, tiny_cfg.train, progress=snapshot,
+              phases=[Phase(2), Phase(2, train_idx=sub, weight_decay=wd, lr=lr, fresh_optimizer=True)])
+    assert [row["phase"] for row in r.history] == [0, 0, 0, 1, 1] and r.step == 4
+    same = lambda a, b: all(torch.equal(a[k], b[k]) for k in a)         # noqa: E731
+    assert same(snaps[0], snaps[1]) and not same(snaps[1], snaps[2])    # warm-up: step 1 at lr 0, then moves
+    assert same(snaps[2], snaps[3])                                     # the fresh optimiser warms up again
+
+    # step 4: the phase's second AdamW step, lr_t = lr * 1/2, at the same weights as its first (so
+    # Adam's bias-corrected moments are g and g^2): theta - lr_t * wd * theta - lr_t * g / (|g| + eps)
+    ref, _ = build(tiny_cfg, seed=0, device="cpu")
+
+    def expected(idx, lr_t, decay):
+        g = _grads(ref, snaps[3], data.tokens[idx], data.labels[idx])
+        return {k: t * (1 - lr_t * decay) - lr_t * g[k] / (g[k].abs() + 1e-8) for k, t in snaps[3].items()}
+
+    want = expected(sub, lr / 2, wd)
+    for k in want:
+        torch.testing.assert_close(snaps[4][k], want[k], atol=1e-6, rtol=1e-5, msg=k)
+    # wrong: the full training set, the config's weight decay, no warm-up, the config's lr
+    for wrong in (expected(data.train_idx, lr / 2, wd), expected(sub, lr / 2, 1.0), expected(sub, lr, wd),
+                  expected(sub, tiny_cfg.optim.lr / 2, wd)):
+        assert any((snaps[4][k] - wrong[k]).abs().max() > 1e-5 for k in want)
 
 
 def test_minibatch_is_deterministic(tiny_cfg):
