@@ -3,7 +3,8 @@ pairs): circuits' trainer step against a plain PyTorch reference, in the same ru
 
     python -m benchmarks.step_time [--steps 20] [--threads 2]
 
-Prints ms per step for each and the ratio (target: ours <= 1/3 of the reference on a 2-core CPU).
+Prints ms per step for each (ours with the float64 loss, the default, and with train.loss_dtype
+float32) and the ratio (target: ours <= 1/3 of the reference on a 2-core CPU).
 """
 from __future__ import annotations
 
@@ -21,12 +22,16 @@ from circuits.tasks import make_dataset
 from circuits.train import make_optimizer
 
 
-def time_steps(model, x, y, steps: int, repeats: int) -> float:
-    """Median over `repeats` of the mean ms per training step."""
-    opt = make_optimizer(model.parameters(), OptimConfig(), weight_decay=1.0, lr=1e-3)
+def time_steps(model, x, y, steps: int, repeats: int, loss_dtype=torch.float64, ours: bool = True) -> float:
+    """Median over `repeats` of the mean ms per training step: with circuits' optimiser (fused
+    AdamW where torch has it, circuits.train.make_optimizer) or, ours=False, torch's default AdamW."""
+    if ours:
+        opt = make_optimizer(model.parameters(), OptimConfig(), weight_decay=1.0, lr=1e-3)
+    else:
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=OptimConfig().betas, weight_decay=1.0)
 
     def step():
-        loss = F.cross_entropy(model(x).double(), y)   # as circuits.train
+        loss = F.cross_entropy(model(x).to(loss_dtype), y)   # as circuits.train (train.loss_dtype)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -60,10 +65,12 @@ def main():
         diff = (ours(data.tokens) - ref(data.tokens)).abs().max().item()
     print(f"canonical transformer, p=113, {len(x)} training pairs, device {args.device}, "
           f"{torch.get_num_threads()} threads; max |logit difference| = {diff:.2e}")
-    t_ref = time_steps(ref, x, y, args.steps, args.repeats)
+    t_ref = time_steps(ref, x, y, args.steps, args.repeats, ours=False)
     t_ours = time_steps(ours, x, y, args.steps, args.repeats)
-    print(f"reference (plain, all positions): {t_ref:7.1f} ms/step")
-    print(f"circuits (fast path):             {t_ours:7.1f} ms/step")
+    t_32 = time_steps(ours, x, y, args.steps, args.repeats, loss_dtype=torch.float32)
+    print(f"reference (plain, all positions, torch's AdamW): {t_ref:7.1f} ms/step")
+    print(f"circuits (fast path, fused AdamW), float64 loss: {t_ours:7.1f} ms/step (the default, train.loss_dtype)")
+    print(f"circuits, float32 loss:                          {t_32:7.1f} ms/step")
     print(f"ratio ours/reference = {t_ours / t_ref:.3f}  (speed-up {t_ref / t_ours:.2f}x; target ratio <= 0.333)")
 
 

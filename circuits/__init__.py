@@ -8,3 +8,11 @@ def run(protocol: str, **kwargs):
     from circuits.api import run_protocol
 
     return run_protocol(protocol, **kwargs)
+
+
+def load(run_dir):
+    """What a run trained, back in Python: `circuits.load(run_dir)` -> a Run with .config, .data,
+    .verdict, .metrics (a pandas DataFrame) and .model(seed) / .trajectory(seed) (circuits/loading.py)."""
+    from circuits.loading import load as load_run
+
+    return load_run(run_dir)

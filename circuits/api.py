@@ -11,7 +11,7 @@ from circuits.experiment import (LOCK_FILE, check_run_dir, is_run_dir, recorded_
 from circuits.store import config_hash, plain, read_json
 
 
-def resolve(protocol: str, preset: str = "quick", **kw) -> config.Config:
+def resolve(protocol: str, preset: str | None = "quick", **kw) -> config.Config:
     proto = registry.get(protocol)
     return config.resolve(proto.name, proto.presets, preset, **kw)
 
@@ -22,7 +22,7 @@ def default_out(cfg: config.Config) -> Path:
     return Path("runs") / cfg.protocol / f"{cfg.preset}-{cfg.model.arch}-{config_hash(config.to_dict(cfg))[:8]}"
 
 
-def run_protocol(protocol: str, preset: str = "quick", *, out: str | Path | None = None, fresh: bool = False,
+def run_protocol(protocol: str, preset: str | None = "quick", *, out: str | Path | None = None, fresh: bool = False,
                  arch: str | None = None, p: int | None = None, frac: float | None = None,
                  seeds: int | None = None, device: str | None = None, config_file: str | None = None,
                  overrides: list[str] = ()) -> dict:

@@ -11,23 +11,27 @@ from typing import List, Optional
 
 import typer
 
-from circuits import api, registry, sweep
-from circuits import check as checks
-from circuits.config import did_you_mean, validate_run
+from circuits import registry
+from circuits.config import did_you_mean
 from circuits.errors import CircuitsError
+
+# torch, the protocols and the run machinery are imported inside the commands that need them, so
+# `circuits --help` and `circuits list` answer at once (benchmarks/cli_time.py).
 
 EXIT_BAD_INPUT = 2     # a user error: one line on stderr, nothing started
 EXIT_OS_ERROR = 3      # the file system failed during a run (disk full, permissions): one line naming the path
 DCRIT_METHODS = ("sweep", "ungrokking", "efficiency", "all")
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="A testbed for the circuit-efficiency theory of grokking (Varma et al. 2023).\n\n"
                        "Exit codes: 0 done; 1 `check`: a gating check does not hold; 2 bad input (one line on "
                        "stderr, nothing started); 3 a file-system error during a run, e.g. a full disk (one line "
                        "naming the path; re-running resumes).")
 
 ARCH = typer.Option(None, "--arch", help="transformer | mlp | rnn | lstm | gru | birnn")
-PRESET = typer.Option("quick", "--preset", help="quick (minutes on a 2-core CPU) | paper (the published setting)")
+PRESET = typer.Option(None, "--preset", help="quick (minutes on a 2-core CPU) | paper (the published setting) "
+                      "[default: the preset set at --p if one is (--p 113: paper), else quick]")
+CHECK_PRESET = typer.Option("quick", "--preset", help="the presets the check variants run")
 OUT = typer.Option(None, "--out", help="run directory [default: runs/PROTOCOL/PRESET-ARCH-HASH]")
 
 
@@ -43,7 +47,7 @@ def run(protocol: str = typer.Argument(..., help="a protocol name (see `circuits
         arch: Optional[str] = ARCH,
         p: Optional[int] = typer.Option(None, "--p", help="the modulus p"),
         frac: Optional[float] = typer.Option(None, "--frac", help="training fraction in (0, 1]"),
-        preset: str = PRESET,
+        preset: Optional[str] = PRESET,
         config: Optional[Path] = typer.Option(None, "--config", help="a YAML file of config fields"),
         set_: List[str] = typer.Option([], "--set", help="override a field: --set model.d_model=64 (repeatable)"),
         seeds: Optional[int] = typer.Option(None, "--seeds", help="run seeds 0..N-1"),
@@ -61,11 +65,15 @@ def run(protocol: str = typer.Argument(..., help="a protocol name (see `circuits
         cpus: int = typer.Option(2, "--slurm-cpus", help="CPUs per Slurm task"),
         gpus: int = typer.Option(0, "--slurm-gpus", help="GPUs per Slurm task"),
         stacked: Optional[bool] = typer.Option(None, "--stack/--no-stack", help="train a sweep's points of one model "
-                                               "shape as one stacked model [default: on with CUDA, off on CPU]")) -> None:
+                                               "shape as one stacked model [default: on with CUDA, off on CPU]"),
+        log: Optional[str] = typer.Option(None, "--log", help="also log each evaluation to tensorboard | wandb "
+                                          "(offline unless WANDB_MODE says otherwise); = --set train.log=...")) -> None:
     """Run one protocol; writes config.yaml, meta.json, metrics.csv, figure.png/.pdf and verdict.json.
     With --sweep (or a preset's sweep), runs the grid and writes sweep.csv."""
+    from circuits import api, sweep
+    from circuits.config import validate_run
     proto = known_protocol(protocol)
-    overrides = ([f"params.study={study}"] if study else []) + list(set_)
+    overrides = ([f"params.study={study}"] if study else []) + ([f"train.log={log}"] if log else []) + list(set_)
     cfg = api.resolve(protocol, preset, arch=arch, p=p, frac=frac, seeds=seeds, device=device,
                       config_file=str(config) if config else None, overrides=overrides)
     cfg.sweep = {**cfg.sweep, **sweep.parse_axes(sweep_)}
@@ -115,6 +123,7 @@ def check_out(path: Path, what: str = "--out") -> None:
 def checked_run_dir(cfg, out: Optional[Path], fresh: bool) -> Path:
     """The run directory of a validated cfg: `out` (or the default one) checked by `check_out`,
     then api.run_dir_for (which may empty it with --fresh)."""
+    from circuits import api
     check_out(Path(out) if out else api.default_out(cfg), "--out" if out else "run directory")
     return api.run_dir_for(cfg, out, fresh)
 
@@ -130,7 +139,23 @@ def naming(run_dir):
         raise
 
 
+def plan(cfg) -> str:
+    """The first line of a run: which model, p, split, seeds and protocol sizes it is about to train."""
+    m = cfg.model
+    shape = {"transformer": f"{m.n_layers}-layer transformer d_model {m.d_model}, {m.n_heads} heads x {m.d_head}, "
+                            f"d_mlp {m.d_mlp}",
+             "mlp": f"MLP d_model {m.d_model}, {m.mlp_depth} x d_mlp {m.d_mlp}"}.get(
+        m.arch, f"{m.arch} d_model {m.d_model}, hidden {m.hidden} x {m.rnn_layers}")
+    sizes = {k: v for k, v in cfg.params.items() if k in ("sizes", "subset_seeds", "weight_decays", "method")}
+    return (f"{cfg.protocol} ({cfg.preset} preset): {shape}, {cfg.optim.name} lr {cfg.optim.lr:g} wd "
+            f"{cfg.optim.weight_decay:g}; p = {cfg.task.p}, frac {cfg.task.frac:g}, seeds {cfg.seeds}"
+            + (f"; {', '.join(f'{k} {v}' for k, v in sizes.items())}" if sizes else ""))
+
+
 def _run_and_report(cfg, run_dir) -> dict:
+    from circuits import api
+    from circuits import check as checks
+    typer.echo(plan(cfg))
     v = api.run_config(cfg, run_dir)
     typer.echo(f"{v['protocol']}: {v['status']}  ({checks.summary(v)})")
     typer.echo(f"run directory: {v['run_dir']}  (figure.png, verdict.json)")
@@ -154,7 +179,7 @@ def dcrit(p: Optional[int] = typer.Option(None, "--p", help="the modulus p"),
                                      "(the norm crossing) | all (the three side by side)"),
           wd: Optional[str] = typer.Option(None, "--wd", help="weight decays, comma-separated (0.3,1,3): one "
                                            "estimate per weight decay, with equal decay budgets"),
-          preset: str = PRESET,
+          preset: Optional[str] = PRESET,
           seeds: Optional[int] = typer.Option(None, "--seeds", help="run seeds 0..N-1"),
           set_: List[str] = typer.Option([], "--set", help="override a field: --set params.sweep.steps=6000 (repeatable)"),
           device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda"),
@@ -162,6 +187,8 @@ def dcrit(p: Optional[int] = typer.Option(None, "--p", help="the modulus p"),
           fresh: bool = typer.Option(False, "--fresh", help="delete the run directory first instead of resuming it")) -> None:
     """Estimate D_crit, the training-set size where C_mem and C_gen are equally efficient, with an
     interval per method; writes figure.png and verdict.json (measured: D_crit per method)."""
+    from circuits import api
+    from circuits.config import validate_run
     if method not in DCRIT_METHODS:
         hint = did_you_mean(method, DCRIT_METHODS).strip()
         raise CircuitsError(f"--method must be one of {', '.join(DCRIT_METHODS)}, got {method!r}"
@@ -185,7 +212,7 @@ def dcrit(p: Optional[int] = typer.Option(None, "--p", help="the modulus p"),
 
 
 @app.command()
-def check(preset: str = PRESET,
+def check(preset: str = CHECK_PRESET,
           out: Path = typer.Option(Path("runs/check"), "--out", help="where the check's runs and check.json go"),
           only: List[str] = typer.Option([], "--only", help="a protocol or a check-variant name (repeatable)"),
           workers: int = typer.Option(1, "--workers", help="variants run side by side in this many processes, "
@@ -198,11 +225,72 @@ def check(preset: str = PRESET,
     expectation (`expect:` / `claims:` in the protocol's YAML): exit 0 if all match, 1 if any differs
     in either direction (a `fails` that starts to hold turns it red too), 3 if a variant crashed
     (its traceback in VARIANT/error.txt)."""
+    from circuits import check as checks
     if not list_:
         check_out(out)
     code = checks.main(preset, out, only, workers, slow, list_, device, echo=typer.echo)
     if code:
         raise typer.Exit(code)
+
+
+@app.command()
+def show(run_dir: Path = typer.Argument(..., help="a run directory"),
+         as_json: bool = typer.Option(False, "--json", help="print the summary as JSON (for scripts)")) -> None:
+    """What a run directory holds: protocol, model, p, seeds, status, its claims, key numbers, the figure."""
+    import json
+
+    from circuits import runs
+    s = runs.show(run_dir)
+    typer.echo(json.dumps(s, indent=1) if as_json else runs.show_text(s))
+
+
+@app.command("runs")
+def runs_(root: Path = typer.Argument(Path("runs"), help="a folder to search for run directories"),
+          as_json: bool = typer.Option(False, "--json", help="print the list as JSON")) -> None:
+    """A table of the run directories under a folder: protocol, preset, arch, p, status, started."""
+    import json
+
+    from circuits import runs
+    found = runs.find_runs(root)
+    if as_json:
+        typer.echo(json.dumps(found, indent=1))
+    elif not found:
+        typer.echo(f"no run directories under {root}")
+    else:
+        typer.echo(runs.runs_table(found))
+
+
+@app.command()
+def compare(run_dirs: List[Path] = typer.Argument(..., help="two or more run directories"),
+            out: Path = typer.Option(Path("runs/compare"), "--out", help="where compare.png/.pdf go")) -> None:
+    """Overlay the runs' train and test accuracy against step in one figure; a table of their verdicts' numbers."""
+    from circuits import runs
+    check_out(out)
+    figure, table = runs.compare(run_dirs, out)
+    typer.echo(table)
+    typer.echo(f"figure: {figure}")
+
+
+@app.command()
+def export(run_dir: Path = typer.Argument(..., help="a run directory of a transformer"),
+           fmt: str = typer.Option("transformer-lens", "--format", help="transformer-lens (state dict with "
+                                   "TransformerLens's names + a HookedTransformerConfig's fields)"),
+           seed: Optional[int] = typer.Option(None, "--seed", help="which seed's network [default: the first]"),
+           out: Optional[Path] = typer.Option(None, "--out", help="folder [default: RUN/export/FORMAT-seedN]")) -> None:
+    """Export a run's trained network for another library (TransformerLens: logits equal to 1e-5)."""
+    from circuits.export import export_run
+    if out:
+        check_out(out)
+    folder = export_run(run_dir, fmt, seed, out)
+    typer.echo(f"wrote {folder / 'state_dict.safetensors'} and {folder / 'config.json'}")
+
+
+@app.command()
+def fields(section: Optional[str] = typer.Argument(None, help="task | model | optim | train, or a protocol "
+                                                   "name for its params and criteria [default: every config field]")) -> None:
+    """Every config field with its type, default and meaning (set one with --set SECTION.FIELD=VALUE)."""
+    from circuits import fields as config_fields
+    typer.echo(config_fields.table(config_fields.rows(section)))
 
 
 def main(argv: Optional[List[str]] = None) -> None:

@@ -1,7 +1,8 @@
 """Typed configs: dataclasses with canonical defaults (THEORY.md), YAML presets, `key=value` overrides.
 
 Merge order, later wins: dataclass defaults (the canonical setup) <- preset <- preset.by_arch[arch]
-<- --config FILE <- --arch/--p/--frac <- --set key=value.
+<- --config FILE <- --arch/--p/--frac <- --set key=value. Without --preset, the preset is the one set
+at the --p asked for (`preset_for`: --p 113 is the paper's setting), else quick.
 """
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ ARCHS = ("transformer", "mlp", "rnn", "lstm", "gru", "birnn")
 OPS = ("+", "-", "*", "/")
 LAYOUTS = ("xy=", "xopy=", "xy")
 OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop", "nadam")
+LOSS_DTYPES = ("float64", "float32")
+LOGGERS = ("none", "tensorboard", "wandb")
 
 
 def _check(ok: bool, msg: str) -> None:
@@ -44,7 +47,7 @@ def unknown_key(path: str, known, prefix: str = "") -> CircuitsError:
 @dataclass
 class TaskConfig:
     op: str = "+"              # (x op y) mod p
-    p: int = 113
+    p: int = 113               # the modulus (prime for division); p^2 pairs in all
     k: int = 2                 # number of operands (K-operand addition for k > 2)
     layout: str = "xy="        # tokens [x, y, =] (canonical), [x, op, y, =] or [x, y]
     frac: float = 0.3          # training fraction of all pairs
@@ -67,23 +70,23 @@ def _is_prime(n: int) -> bool:
 
 @dataclass
 class ModelConfig:
-    arch: str = "transformer"
+    arch: str = "transformer"  # transformer | mlp | rnn | lstm | gru | birnn
     # transformer (canonical: Nanda et al. 2023)
-    n_layers: int = 1
+    n_layers: int = 1          # transformer blocks
     d_model: int = 128         # also the token-embedding width of the MLP and recurrent models
-    n_heads: int = 4
-    d_head: int = 32
+    n_heads: int = 4           # attention heads per block
+    d_head: int = 32           # width of each head
     d_mlp: int = 512           # transformer MLP width; also the MLP model's hidden width
-    act: str = "relu"
-    layernorm: bool = False
+    act: str = "relu"          # relu | gelu (MLP layers)
+    layernorm: bool = False    # LayerNorm before attention, MLP and unembedding (none in the canonical model)
     fast: bool = True          # last-position fast path (same logits to 1e-5)
     # mlp model: per-token embeddings concatenated -> mlp_depth hidden layers of d_mlp
-    mlp_depth: int = 1
+    mlp_depth: int = 1         # hidden layers of the MLP model
     # recurrent models
-    hidden: int = 256
-    rnn_layers: int = 2
+    hidden: int = 256          # recurrent hidden width
+    rnn_layers: int = 2        # stacked recurrent layers
     bidirectional: bool = False  # birnn is rnn with this on
-    dropout: float = 0.0
+    dropout: float = 0.0       # dropout on hidden activations (0: off)
 
     def __post_init__(self):
         _check(self.arch in ARCHS, f"model.arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
@@ -96,10 +99,10 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
-    name: str = "adamw"
-    lr: float = 1e-3
-    betas: tuple[float, float] = (0.9, 0.98)
-    weight_decay: float = 1.0
+    name: str = "adamw"        # adamw | adam (L2 through the gradient) | sgd | rmsprop | nadam
+    lr: float = 1e-3           # learning rate (after warm-up)
+    betas: tuple[float, float] = (0.9, 0.98)  # Adam(W) moment decay rates (Nanda et al.)
+    weight_decay: float = 1.0  # decoupled (adamw) or L2 (others) weight decay
     momentum: float = 0.9      # sgd / rmsprop
     nesterov: bool = True      # sgd
     warmup: int = 10           # lr * min(step / warmup, 1), step counted from 0 (Nanda et al.)
@@ -127,14 +130,22 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     steps: int = 40_000        # step budget
-    eval_every: int = 100
-    checkpoint_every: int = 2_000
+    eval_every: int = 100      # steps between evaluations on train and test (rows of metrics.csv)
+    checkpoint_every: int = 2_000  # steps between checkpoints (a killed run resumes from the last)
     device: str = "auto"       # auto | cpu | cuda
     threads: int = 0           # torch threads; 0: torch's default
+    save_every: int = 0        # also keep the weights every K steps (a multiple of eval_every), from step 0, as
+                               # seed{N}/trajectory/step{S}.safetensors; 0: the final weights only
+    loss_dtype: str = "float64"  # the training loss's precision: float64 (Nanda et al.: no float32 loss floor) | float32
+    log: str = "none"          # none | tensorboard | wandb: also send each evaluation row there (circuits.loggers)
 
     def __post_init__(self):
         _check(self.steps >= 1 and self.eval_every >= 1 and self.checkpoint_every >= 1,
                "train.steps, train.eval_every and train.checkpoint_every must be >= 1")
+        _check(self.save_every >= 0 and self.save_every % self.eval_every == 0,
+               f"train.save_every must be 0 or a multiple of train.eval_every ({self.eval_every}), got {self.save_every}")
+        _check(self.loss_dtype in LOSS_DTYPES, f"train.loss_dtype must be float64 or float32, got {self.loss_dtype!r}")
+        _check(self.log in LOGGERS, f"train.log must be one of {', '.join(LOGGERS)}, got {self.log!r}")
         _check(self.device in ("auto", "cpu", "cuda"), f"train.device must be auto, cpu or cuda, got {self.device!r}")
         _check(self.threads >= 0, f"train.threads must be >= 0 (0: torch's default), got {self.threads}")
 
@@ -271,11 +282,14 @@ def read_value(raw: str):
     return value
 
 
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)   # libyaml's safe loader where built: ~10x faster
+
+
 def load_yaml(path) -> dict:
     """A YAML file holding a mapping; any problem reading it is one CircuitsError naming the file."""
     try:
         with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f) or {}
+            data = yaml.load(f, Loader=SAFE_LOADER) or {}
     except FileNotFoundError:
         raise CircuitsError(f"config file not found: {path}") from None
     except IsADirectoryError:
@@ -299,10 +313,24 @@ def _check_sections(layer: dict, where: str) -> None:
                                 f"e.g. --set {key}.FIELD=VALUE (got {key}={layer[key]!r})")
 
 
-def resolve(protocol: str, presets: dict, preset: str = "quick", *, arch: str | None = None,
+def preset_for(presets: dict, p: int | None) -> str:
+    """The preset a run takes when none is named: the one set at the modulus asked for (`--p 113`
+    alone means the paper's setting, model and sizes included, not the quick preset at another p),
+    else quick. A preset's modulus is its task.p, or the canonical 113 when it does not set one."""
+    if p is not None:
+        for name, body in presets.items():
+            if ((body or {}).get("task") or {}).get("p", TaskConfig.p) == p:
+                return name
+    return "quick"
+
+
+def resolve(protocol: str, presets: dict, preset: str | None = "quick", *, arch: str | None = None,
             config_file: str | None = None, p: int | None = None, frac: float | None = None,
             seeds: int | None = None, device: str | None = None, overrides: list[str] = ()) -> Config:
-    """The fully resolved config of one protocol run (see the module docstring for the order)."""
+    """The fully resolved config of one protocol run (see the module docstring for the order).
+    preset None: `preset_for(presets, p)`."""
+    if preset is None:
+        preset = preset_for(presets, p)
     if preset not in presets:
         raise CircuitsError(f"protocol {protocol!r} has no preset {preset!r} "
                             f"({did_you_mean(preset, presets)}has: {', '.join(presets)})")
@@ -335,10 +363,23 @@ def resolve(protocol: str, presets: dict, preset: str = "quick", *, arch: str | 
     chosen = ModelConfig.arch
     for layer in layers:  # the architecture picks the preset's by_arch block, which sits under the rest
         chosen = (layer.get("model") or {}).get("arch", chosen)
+    if preset == "quick":
+        _check_quick_arch(protocol, base, by_arch, chosen, [file, cli])
     d = {"protocol": protocol, "preset": preset}
     for layer in [base, by_arch.get(chosen) or {}, file, cli]:
         d = deep_merge(d, layer)
     return from_dict(Config, d)
+
+
+def _check_quick_arch(protocol: str, base: dict, by_arch: dict, chosen: str, user_layers: list[dict]) -> None:
+    """The quick preset promises minutes: an architecture it has no setting for (its own model or a
+    by_arch block) would fall back to the canonical sizes and run for far longer, so it is refused
+    in one line, unless the user sets the model's sizes (--set model.X / --config) themselves."""
+    has = list(dict.fromkeys([(base.get("model") or {}).get("arch", ModelConfig.arch), *by_arch]))
+    sized_by_user = any(k != "arch" for layer in user_layers for k in (layer.get("model") or {}))
+    if chosen not in has and not sized_by_user:
+        raise CircuitsError(f"{protocol}'s quick preset has no setting for --arch {chosen} (it has: {', '.join(has)}); "
+                            f"use one of those, --preset paper, or size the model yourself (--set model.hidden=128 ...)")
 
 
 def protocol_fields(given: dict, defaults: dict, what: str) -> dict:

@@ -8,6 +8,7 @@ written, so a changed config never resumes the old checkpoints nor returns the o
 """
 from __future__ import annotations
 
+import csv
 import sys
 import time
 from contextlib import contextmanager
@@ -21,14 +22,17 @@ from circuits.detect import Verdict
 from circuits.errors import CircuitsError
 from circuits.models import build_model
 from circuits.progress import Bar
-from circuits.store import (config_hash, locked, meta, metric_rows, plain, read_json, remove_stale_temps,
-                            save_torch, write_config, write_json, write_metrics)
+from circuits import weights
+from circuits.loggers import make_logger
+from circuits.store import (atomic_write_text, config_hash, locked, meta, metric_rows, plain, read_json,
+                            remove_stale_temps, save_torch, write_config, write_json, write_metrics)
 from circuits.tasks import Dataset, make_dataset
 from circuits.train import Phase, Result, checkpoint_fingerprint, resolve_device, train
 
 RUN_FILE = "run.json"                # the run's fingerprint and config
 LOCK_FILE = ".circuits.lock"         # held while a protocol runs in the directory
-SPEED_ONLY = ("train.threads", "train.device", "train.checkpoint_every", "params.workers")
+SPEED_ONLY = ("train.threads", "train.device", "train.checkpoint_every", "train.save_every", "train.log",
+              "params.workers")                     # change how a run is kept or watched, never its numbers
 SHOWN_DIFFERENCES = 3                # differing keys named in the error
 
 
@@ -81,26 +85,80 @@ def seed_fingerprint_extra(cfg: Config) -> dict:
 
 def train_seed(cfg: Config, seed: int, run_dir, *, stop=None, phases: list[Phase] | None = None,
                extra_metrics=(), quiet: bool = False, label: str | None = None) -> Trained:
-    """Train one seed of `cfg`, checkpointing into run_dir/seed{seed}/ (a re-run resumes there)."""
+    """Train one seed of `cfg`, checkpointing into run_dir/seed{seed}/ (a re-run resumes there). While
+    it trains, each evaluation row is appended to seed{seed}/metrics.live.csv and, with
+    train.save_every, the weights are kept along the way; at the end, seed{seed}/model.safetensors."""
+    seed_dir = Path(run_dir) / f"seed{seed}"
     with torch_threads(cfg.train.threads):
         device = resolve_device(cfg.train.device)
         model, data = build(cfg, seed, device)
         bar = Bar(label or f"{cfg.protocol} {cfg.model.arch} seed {seed}", quiet=quiet)
-        result = train(model, data, cfg.optim, cfg.train, phases=phases, stop=stop, extra_metrics=extra_metrics,
-                       checkpoint=seed_checkpoint(run_dir, seed), progress=bar, seed=seed,
-                       fingerprint_extra=seed_fingerprint_extra(cfg))
+        live = LiveMetrics(seed_dir / LIVE_METRICS)
+        logger = make_logger(cfg.train.log, run_dir, seed, to_dict(cfg))
+
+        def progress(step: int, total: int, row: dict) -> None:        # every evaluation row, as metrics.csv
+            bar(step, total, row)
+            live.add(row)
+            if logger:
+                logger.log(step, row)
+            if cfg.train.save_every and step % cfg.train.save_every == 0:
+                weights.save_weights(model, weights.snapshot_path(seed_dir, step), arch=cfg.model.arch, step=step)
+
+        try:
+            result = train(model, data, cfg.optim, cfg.train, phases=phases, stop=stop, extra_metrics=extra_metrics,
+                           checkpoint=seed_checkpoint(run_dir, seed), progress=progress, seed=seed,
+                           fingerprint_extra=seed_fingerprint_extra(cfg))
+        finally:
+            if logger:
+                logger.close()
         bar.close()
+        weights.save_weights(model, weights.final_path(seed_dir), arch=cfg.model.arch, step=result.step)
     return Trained(seed, model, data, result)
+
+
+LIVE_METRICS = "metrics.live.csv"
+
+
+class LiveMetrics:
+    """A seed's evaluation rows appended to a CSV as they come (readable while the run trains). A
+    resumed run first drops the rows at or after the step it resumes from (they are computed again)."""
+
+    def __init__(self, path: Path):
+        self.path, self.fields = path, None
+
+    def add(self, row: dict) -> None:
+        if self.fields is None:
+            self.fields = [k for k in row if k != "phase"]
+            kept = self._rows_before(row["step"])
+            lines = [",".join(self.fields)] + [",".join(r.get(k, "") for k in self.fields) for r in kept]
+            atomic_write_text(self.path, "\n".join(lines) + "\n")
+        with open(self.path, "a") as f:
+            f.write(",".join(_cell(row.get(k)) for k in self.fields) + "\n")
+
+    def _rows_before(self, step: int) -> list[dict]:
+        try:
+            with open(self.path, newline="") as f:
+                rows = list(csv.DictReader(f))
+        except (OSError, csv.Error, UnicodeDecodeError):
+            return []
+        return [r for r in rows if r.get("step", "").isdigit() and int(r["step"]) < step
+                and list(r) == self.fields]
+
+
+def _cell(v) -> str:
+    return "" if v is None else repr(v) if isinstance(v, float) else str(v)
 
 
 def save_trained(cfg: Config, seed: int, run_dir, model, data: Dataset, result: Result) -> Path:
     """Write a seed trained elsewhere (a stacked sweep) as the finished checkpoint train_seed of
-    the same cfg, seed and run_dir resumes (and so returns at once)."""
+    the same cfg, seed and run_dir resumes (and so returns at once), and its final weights."""
     fp = checkpoint_fingerprint(model, data, cfg.optim, cfg.train, [Phase(cfg.train.steps)], seed,
                                 seed_fingerprint_extra(cfg))
     state = {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "opt": None,
              "result": vars(result), "pos": {"phase": 0, "phase_step": result.step, "opt_step": result.step},
              "fingerprint": fp}
+    weights.save_weights(model, weights.final_path(Path(run_dir) / f"seed{seed}"), arch=cfg.model.arch,
+                         step=result.step)
     return save_torch(seed_checkpoint(run_dir, seed), state)
 
 

@@ -170,34 +170,41 @@ def stop_pool(pool: ProcessPoolExecutor) -> None:
 
 
 def pmap(fn: Callable, items: Iterable, workers: int | None = None, on_done: Callable | None = None,
-         on_result: Callable | None = None) -> list:
+         on_result: Callable | None = None, busy: Callable | None = None) -> list:
     """[fn(item) for item in items], computed by `workers` processes (default: one per core, or one
     inside a worker of another pmap);
     `on_done(n_done, n_total)` and `on_result(result)` after each. fn and the items must be picklable
     (top-level functions). The first job to fail ends the map at once and its error is raised,
-    naming the job; SIGINT / SIGTERM end it with `Interrupted` (see the module's docstring)."""
+    naming the job; SIGINT / SIGTERM end it with `Interrupted` (see the module's docstring).
+    In one process, `busy(item)` (True: another process is computing that item now, e.g. its
+    checkpoint is locked) defers an item while others are free, instead of waiting for it."""
     items = list(items)
     if workers is None and os.environ.get("CIRCUITS_IN_WORKER"):
         workers = 1                          # the cores are taken by this worker's siblings already
     workers = max(1, min(workers or os.cpu_count() or 1, len(items) or 1))
     with stop_on_signals():
         if workers == 1:
-            return _map_here(fn, items, on_done, on_result)
+            return _map_here(fn, items, on_done, on_result, busy)
         return _map_pool(fn, items, workers, on_done, on_result)
 
 
-def _map_here(fn: Callable, items: list, on_done: Callable | None, on_result: Callable | None) -> list:
-    """pmap in this process, in order."""
+def _map_here(fn: Callable, items: list, on_done: Callable | None, on_result: Callable | None,
+              busy: Callable | None = None) -> list:
+    """pmap in this process: in order, but an item `busy` says another process is on goes after
+    the free ones (results keep the items' order)."""
     out: list = [None] * len(items)
-    for i, item in enumerate(items):
+    pending = list(range(len(items)))
+    while pending:
+        i = next((j for j in pending if not busy(items[j])), pending[0]) if busy else pending[0]
+        pending.remove(i)
         try:
-            out[i] = fn(item)
+            out[i] = fn(items[i])
         except Exception as err:
-            raise job_failed(err, job_label(i, len(items), item))
+            raise job_failed(err, job_label(i, len(items), items[i]))
         if on_result:
             on_result(out[i])
         if on_done:
-            on_done(i + 1, len(items))
+            on_done(len(items) - len(pending), len(items))
     return out
 
 

@@ -24,8 +24,19 @@ def subplots(nrows=1, ncols=1, **kw):
     return plt.subplots(nrows, ncols, squeeze=False, **kw)
 
 
-def save(fig, run_dir, name: str = "figure") -> Path:
-    """Write name.png and name.pdf into run_dir; returns the PNG's path."""
+def setting(cfg) -> str:
+    """The run's setting in a few words, for a figure's title: protocol, model, p, seeds."""
+    m = cfg.model
+    model = {"transformer": f"{m.n_layers}-layer transformer d_model {m.d_model}",
+             "mlp": f"MLP d_mlp {m.d_mlp} x {m.mlp_depth}"}.get(m.arch, f"{m.arch} hidden {m.hidden} x {m.rnn_layers}")
+    seeds = cfg.seeds if len(cfg.seeds) <= 6 else f"{cfg.seeds[0]}..{cfg.seeds[-1]} ({len(cfg.seeds)})"
+    return f"{cfg.protocol} ({cfg.preset}): {model}, p = {cfg.task.p}, frac {cfg.task.frac:g}, seeds {seeds}"
+
+
+def save(fig, run_dir, cfg=None, name: str = "figure") -> Path:
+    """Write name.png and name.pdf into run_dir, titled with the run's setting (cfg); returns the PNG's path."""
+    if cfg is not None:
+        fig.suptitle(setting(cfg), fontsize=9)
     for ext in ("pdf", "png"):
         buf = io.BytesIO()
         fig.savefig(buf, format=ext, dpi=130)
@@ -34,26 +45,34 @@ def save(fig, run_dir, name: str = "figure") -> Path:
     return Path(run_dir) / f"{name}.png"
 
 
+def long_frame(histories: list[list[dict]], key: str, log_x: bool = True):
+    """The seeds' histories as a long frame (seed, step, value), as metrics.csv holds them."""
+    import pandas as pd
+    rows = [(i, r["step"], r[key]) for i, h in enumerate(histories) for r in h
+            if key in r and r[key] is not None and (r["step"] > 0 or not log_x)]
+    return pd.DataFrame(rows, columns=["seed", "step", "value"])
+
+
+def _min_max(values):
+    return values.min(), values.max()
+
+
 def seed_band(ax, histories: list[list[dict]], key: str, label: str | None = None, color=None, log_x=True):
-    """One thin line per seed and the min-max over the seeds still running shaded; rows are {step, key}.
-    (A run stopped early by its protocol's criterion simply ends: nothing is filled in after it.)"""
-    steps = sorted({r["step"] for h in histories for r in h if key in r and (r["step"] > 0 or not log_x)})
-    if not steps:
+    """One thin line per seed and the min-max over the seeds shaded (seaborn, from the long frame);
+    rows are {step, key}. A run stopped early by its protocol's criterion simply ends: where one seed
+    is left the band is that seed's line."""
+    frame = long_frame(histories, key, log_x)
+    if frame.empty:
         return
-    table = np.full((len(histories), len(steps)), np.nan)
-    col = {s: i for i, s in enumerate(steps)}
-    for i, h in enumerate(histories):
-        for r in h:
-            if r["step"] in col and key in r:
-                table[i, col[r["step"]]] = r[key]
-    for i, row in enumerate(table):
-        (line,) = ax.plot(steps, row, color=color, lw=1.3 if len(histories) == 1 else 1.0,
-                          alpha=1.0 if len(histories) == 1 else 0.8, label=label if i == 0 else None)
-        color = line.get_color()
-    if len(histories) > 1:
-        ok = (~np.isnan(table)).sum(0) >= 2
-        lo = np.where(ok, np.nanmin(np.where(np.isnan(table), np.inf, table), 0), np.nan)
-        hi = np.where(ok, np.nanmax(np.where(np.isnan(table), -np.inf, table), 0), np.nan)
-        ax.fill_between(steps, lo, hi, color=color, alpha=0.2, lw=0)
+    color = color or ax._get_lines.get_next_color()
+    many = frame.seed.nunique() > 1
+    sns.lineplot(data=frame, x="step", y="value", units="seed", estimator=None, ax=ax, color=color,
+                 lw=1.0 if many else 1.3, alpha=0.8 if many else 1.0, legend=False)
+    if label:
+        ax.plot([], [], color=color, lw=1.3, label=label)                      # one legend entry for the seeds
+    if many:
+        sns.lineplot(data=frame, x="step", y="value", estimator="median", errorbar=_min_max, ax=ax, color=color,
+                     lw=0, err_kws={"alpha": 0.2, "lw": 0}, legend=False)
+    ax.set_ylabel(key)
     if log_x:
         ax.set_xscale("log")

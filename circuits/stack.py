@@ -33,7 +33,7 @@ def stack_key(cfg: Config):
         return None
     t = cfg.task
     return (repr(cfg.model), t.op, t.p, t.k, t.layout, cfg.train.steps, cfg.train.eval_every,
-            cfg.optim.betas, cfg.optim.warmup, cfg.train.device)
+            cfg.optim.betas, cfg.optim.warmup, cfg.train.device, cfg.train.loss_dtype)
 
 
 @torch.no_grad()
@@ -118,11 +118,12 @@ def train_stacked(models: list, datas: list[Dataset], cfgs: list[Config], stops:
                 active[m] = False
 
     record(0)
+    loss_dtype = getattr(torch, cfg0.train.loss_dtype)
     for step in range(cfg0.train.steps):
         if not active.any():
             break
         logits = members_logits(params, x)                                    # [M, n_max, d_vocab]
-        ce = F.cross_entropy(logits.double().flatten(0, 1), y.flatten(), reduction="none").view(M, n_max)
+        ce = F.cross_entropy(logits.to(loss_dtype).flatten(0, 1), y.flatten(), reduction="none").view(M, n_max)
         loss = (ce * weight * active[:, None]).sum()                          # sum of the members' mean losses
         grads = torch.autograd.grad(loss, list(params.values()))
         scale = min(step / cfg0.optim.warmup, 1.0) if cfg0.optim.warmup else 1.0

@@ -138,6 +138,19 @@ def locked(path, *, wait: bool = True, busy: Callable[[str], str] | None = None,
         lock.release()
 
 
+def is_locked(path) -> bool:
+    """Whether another process holds the lock file at path now (a probe: taken and released at once)."""
+    if not Path(path).exists():
+        return False
+    lock = FileLock(str(path), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        return True
+    lock.release()
+    return False
+
+
 def lock_holder(path) -> str:
     """'pid N on HOST' as the holder of the lock file wrote it, or 'another process'."""
     try:

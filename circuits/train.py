@@ -66,11 +66,18 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def fusable(params: list[torch.Tensor]) -> bool:
+    """Can torch's fused Adam(W) kernel take these parameters (floating point, on a CPU or CUDA)?
+    It computes the same update as the default (foreach) one in one pass over the weights: equal
+    to float rounding per step (tests/test_train.py), ~20% less time per step for our small models."""
+    return bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+
+
 def make_optimizer(params, cfg: OptimConfig, weight_decay: float, lr: float) -> torch.optim.Optimizer:
-    if cfg.name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, betas=cfg.betas, weight_decay=weight_decay)
-    if cfg.name == "adam":  # L2 penalty through the gradient
-        return torch.optim.Adam(params, lr=lr, betas=cfg.betas, weight_decay=weight_decay)
+    if cfg.name in ("adamw", "adam"):   # adam: an L2 penalty through the gradient
+        params = list(params)
+        cls = torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam
+        return cls(params, lr=lr, betas=cfg.betas, weight_decay=weight_decay, fused=fusable(params) or None)
     if cfg.name == "nadam":
         return torch.optim.NAdam(params, lr=lr, betas=cfg.betas, weight_decay=weight_decay)
     if cfg.name == "sgd":
@@ -101,8 +108,9 @@ def checkpoint_fingerprint(model, data: Dataset, optim: OptimConfig, cfg: TrainC
     the task's labels and split. Device, threads and checkpoint interval are left out."""
     opt = dataclasses.asdict(optim)
     opt["betas"] = list(opt["betas"])
+    precision = {} if cfg.loss_dtype == "float64" else {"loss_dtype": cfg.loss_dtype}   # the default: as before
     return config_hash({
-        "optim": opt, "eval_every": cfg.eval_every, "seed": seed, "extra": extra,
+        **precision, "optim": opt, "eval_every": cfg.eval_every, "seed": seed, "extra": extra,
         "phases": [{"steps": ph.steps, "train_idx": _tensor_hash(ph.train_idx), "weight_decay": ph.weight_decay,
                     "lr": ph.lr, "fresh_optimizer": ph.fresh_optimizer} for ph in phases],
         "params": [[name, list(p.shape)] for name, p in model.named_parameters()],
@@ -190,6 +198,7 @@ def _train(model, data: Dataset, optim: OptimConfig, cfg: TrainConfig, *, phases
             state["theta_0"] = [t.cpu() for t in theta_0]
         save_torch(checkpoint, state)
 
+    loss_dtype = getattr(torch, cfg.loss_dtype)
     model.train()
     for phase_i in range(pos["phase"], len(phases)):
         ph = phases[phase_i]
@@ -213,7 +222,7 @@ def _train(model, data: Dataset, optim: OptimConfig, cfg: TrainConfig, *, phases
                 xb, yb = x, y
             for group in opt.param_groups:
                 group["lr"] = lr * (min(pos["opt_step"] / optim.warmup, 1.0) if optim.warmup else 1.0)
-            loss = F.cross_entropy(model(xb).double(), yb)   # float64 as Nanda et al.: no float32 loss floor
+            loss = F.cross_entropy(model(xb).to(loss_dtype), yb)   # float64 (default) as Nanda et al.: no float32 loss floor
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if optim.grad_noise:

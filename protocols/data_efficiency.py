@@ -173,4 +173,4 @@ def figure(cfg: Config, curves: dict[str, Curve], crit: dict, run_dir) -> None:
     for j in range(n, rows * cols):
         ax[j // cols, j % cols].axis("off")
     fig.suptitle(f"data efficiency: {cfg.model.arch}, (x + y) mod {cfg.task.p}, {cfg.train.steps} steps", fontsize=9)
-    plots.save(fig, run_dir)
+    plots.save(fig, run_dir, cfg)

@@ -282,4 +282,4 @@ def figure(cfg: Config, ests: dict, wds: list[float], run_dir) -> None:
                 f"vertical lines: estimates, dotted: efficiency crossing)")
     a.title.set_fontsize(8)
     a.legend(fontsize=7, loc="center left")
-    plots.save(fig, run_dir)
+    plots.save(fig, run_dir, cfg)

@@ -281,4 +281,4 @@ def figure(cfg: Config, results: list[dict], m: dict, status: str, run_dir) -> N
     curves.set(xlabel="mean correct-class train logit", ylabel="parameter norm",
                title="along training (solid: C_mem, dashed: C_gen; one seed)")
     curves.legend(fontsize=6, ncol=2)
-    plots.save(fig, run_dir)
+    plots.save(fig, run_dir, cfg)

@@ -381,4 +381,4 @@ def figure(cfg: Config, name: str, jobs: list[Job], outs: list[dict], summaries:
     curves.set_title(f"factors: {name} ({cfg.preset}), {len(cfg.seeds)} seed(s)", fontsize=9)
     delay.set_title("triangle: lower bound (not grokked within budget)", fontsize=8)
     fig.suptitle("\n".join(f"{c['status']}: {c['claim']} ({c['source']})" for c in claims), fontsize=8, x=0.01, ha="left")
-    plots.save(fig, run_dir)
+    plots.save(fig, run_dir, cfg)

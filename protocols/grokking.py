@@ -153,7 +153,7 @@ def figure(cfg: Config, histories: list[list[dict]], per_seed: dict, run_dir) ->
     t, m = cfg.task, cfg.model
     acc.set_title(f"grokking: {m.arch}, (x {t.op} y) mod {t.p}, frac {t.frac}, wd {cfg.optim.weight_decay}, "
                   f"{len(histories)} seed(s)\ndotted: train fit, dashed: test fit", fontsize=9)
-    plots.save(fig, run_dir)
+    plots.save(fig, run_dir, cfg)
 
 
 def strength_panel(a, histories: list[list[dict]]) -> None:

@@ -224,4 +224,4 @@ def figure(cfg: Config, p: dict, hists: dict, statuses: dict, run_dir) -> None:
     fig.suptitle(f"late weight decay: {cfg.model.arch}, (x {t.op} y) mod {t.p}, frac {t.frac}, {cfg.optim.name} "
                  f"wd {cfg.optim.weight_decay:g} when on; dashed: T = {p['T']} (late), T2 = {p['T2']} (removed); "
                  f"{len(cfg.seeds)} seed(s)", fontsize=9)
-    plots.save(fig, run_dir)
+    plots.save(fig, run_dir, cfg)

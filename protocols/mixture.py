@@ -361,4 +361,4 @@ def figure(cfg: Config, p: dict, histories: dict, per_seed: dict, statuses: dict
     fig.suptitle(f"mixture w_mem C_mem + w_gen C_gen of frozen {cfg.model.arch}s, (x {t.op} y) mod {t.p}, "
                  f"{p['optimizer']} lr {p['lr']:g} wd {p['weight_decay']:g}; dotted: train loss <= "
                  f"fit, dashed: test accuracy fit", fontsize=9)
-    plots.save(fig, run_dir)
+    plots.save(fig, run_dir, cfg)

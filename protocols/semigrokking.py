@@ -176,4 +176,4 @@ def figure(cfg: Config, jobs, hists, outcomes, crit: dict, run_dir) -> None:
         strip.scatter(j.size, CLASSES.index(cls) + rng.uniform(-0.15, 0.15), color=colour[j.size], s=25)
     strip.set(yticks=range(len(CLASSES)), yticklabels=CLASSES, xlabel="D (training pairs)", title="outcome per run",
               ylim=(-0.5, len(CLASSES) - 0.5))
-    plots.save(fig, run_dir)
+    plots.save(fig, run_dir, cfg)

@@ -43,7 +43,7 @@ from circuits.experiment import begin, build, finish, setup
 from circuits.fit import Estimate, agree, fit_transition, inside, intervals_overlap, over_seeds, sensitivity, status
 from circuits.parallel import pmap
 from circuits.progress import Bar
-from circuits.store import cache_dir, config_hash, load_torch
+from circuits.store import cache_dir, config_hash, is_locked, load_torch
 from circuits.tasks import nested_subset, sizes_from
 from circuits.train import Phase, train
 
@@ -127,6 +127,13 @@ def ungrok(job: Job) -> list[dict]:
                                                             fresh_optimizer=True)],
                 stop=settle_rule(job), checkpoint=job.checkpoint, seed=job.subset_seed)
     return res.history
+
+
+def being_trained(job: Job) -> bool:
+    """Is another process training this job's checkpoint now (`circuits dcrit` beside `circuits run
+    ungrokking`)? Then pmap does other jobs first and reads this one back later."""
+    ck = Path(job.checkpoint)
+    return bool(job.checkpoint) and is_locked(ck.parent / f".{ck.name}.lock")
 
 
 def settle_rule(job: Job):
@@ -288,7 +295,7 @@ def measure(cfg: Config) -> Measured:
     if not jobs:
         return Measured(grokked, [], [], {}, histories)
     bar = Bar(f"ungrokking {cfg.model.arch}: {len(jobs)} runs on nested subsets")
-    hists = pmap(ungrok, jobs, p["workers"], on_done=bar)
+    hists = pmap(ungrok, jobs, p["workers"], on_done=bar, busy=being_trained)
     bar.close()
     histories.update({j.name: h for j, h in zip(jobs, hists)})
     rows = run_rows(jobs, hists, p, cfg.optim.lr)
@@ -356,4 +363,4 @@ def figure(cfg: Config, jobs: list[Job], hists: list[list[dict]], per_wd: dict, 
     final.set(xscale="log", xlabel="D' (training pairs kept)", ylabel="final test accuracy (dotted: train, min)",
               title=f"ungrokking: {cfg.model.arch}, p={cfg.task.p}, grokked on {cfg.task.frac:g} of all pairs")
     final.legend(fontsize=7)
-    plots.save(fig, run_dir)
+    plots.save(fig, run_dir, cfg)

@@ -174,7 +174,7 @@ def test_a_protocols_own_validate_runs_for_every_sweep_point():
             raise ValueError("too much data")          # a CircuitsError in a real protocol
 
     proto = registry.get("grokking")
-    proto = dataclasses.replace(proto, module=types.SimpleNamespace(validate=own))
+    proto = dataclasses.replace(proto, loaded=types.SimpleNamespace(validate=own))
     cfg = resolve(proto.name, proto.presets, "quick")
     cfg.sweep = {"task.frac": [0.3, 0.5]}
     validate_run(cfg, proto)

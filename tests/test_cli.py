@@ -110,3 +110,15 @@ def test_python_api(tmp_path):
     v = circuits.run("grokking", p=11, out=tmp_path / "api", overrides=["train.steps=20", "model.d_model=16"])
     assert v["protocol"] == "grokking" and v["status"] in ("holds", "fails", "inconclusive")
     assert (tmp_path / "api" / "verdict.json").exists()
+
+
+@pytest.mark.parametrize("args", [["--help"], ["list"], ["run", "--help"], ["dcrit", "--help"]])
+def test_help_and_list_do_not_import_torch_or_the_protocols(args):
+    """`circuits --help`, `list` and each command's --help answer without torch or the protocol modules (they
+    made --help take seconds); the registry reads names and claims from the sources."""
+    code = ("import sys\nfrom circuits import cli\ntry:\n    cli.main(%r)\nexcept SystemExit as e:\n"
+            "    assert not e.code, e.code\nprint(sorted(m for m in sys.modules if m == 'torch' or m.startswith('protocols.')))"
+            % args)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "[]"

@@ -121,3 +121,29 @@ def test_check_like(value, ref, ok):
     else:
         with pytest.raises(CircuitsError, match="bad value for params.x"):
             check_like(value, ref, "params.x")
+
+
+def test_p_alone_picks_the_preset_set_at_that_p():
+    """`circuits dcrit --p 113` (no --preset) runs the paper's setting, model included, not the quick
+    preset's shrunk model at p = 113; another p keeps the quick preset; --preset still wins."""
+    from circuits import api
+    cfg = api.resolve("ungrokking", None, arch="transformer", p=113)
+    assert (cfg.preset, cfg.task.p, cfg.model.d_model, cfg.optim.lr) == ("paper", 113, 128, 1e-3)
+    assert api.resolve("dcrit", None, p=113).preset == "paper"
+    assert api.resolve("ungrokking", None, arch="transformer", p=59).preset == "quick"
+    assert api.resolve("ungrokking", None, arch="transformer").preset == "quick"
+    assert api.resolve("ungrokking", "quick", arch="transformer", p=113).model.d_model == 64
+
+
+def test_quick_refuses_an_arch_it_has_no_setting_for_unless_the_model_is_sized():
+    """`circuits run ungrokking --arch gru --preset quick` fell back to the 2 x 256 recurrent default
+    (~40 min): every offered arch has a quick setting, or a one-line refusal naming what there is."""
+    from circuits import api
+    with pytest.raises(CircuitsError, match="dcrit's quick preset has no setting for --arch gru"):
+        api.resolve("dcrit", "quick", arch="gru")
+    assert api.resolve("dcrit", "quick", arch="gru", overrides=["model.hidden=64"]).model.hidden == 64
+    assert api.resolve("dcrit", "paper", arch="gru").model.arch == "gru"      # paper: the user asked for hours
+    for proto in ("grokking", "ungrokking", "factors"):
+        for arch in ("rnn", "lstm", "gru", "birnn"):
+            cfg = api.resolve(proto, "quick", arch=arch)
+            assert cfg.model.hidden <= 128, (proto, arch)

@@ -157,3 +157,33 @@ def test_killing_the_main_process_ends_its_workers(tmp_path, sig, code):
         proc.kill()
         proc.wait(timeout=10)
         log.close()
+
+
+def test_in_one_process_a_busy_item_waits_until_the_free_ones_are_done():
+    order = []
+
+    def record(x):
+        order.append(x)
+        return x * 10
+
+    busy = {2, 3}
+    assert pmap(record, [1, 2, 3, 4], workers=1, busy=lambda x: x in busy) == [10, 20, 30, 40]
+    assert order == [1, 4, 2, 3]                    # busy ones last, in their order; results in the items' order
+    order.clear()
+    assert pmap(record, [2, 3], workers=1, busy=lambda x: True) == [20, 30] and order == [2, 3]
+
+
+def test_a_lock_held_by_another_process_is_seen_as_busy(tmp_path):
+    from circuits.store import is_locked
+    lock = tmp_path / ".x.lock"
+    assert not is_locked(lock)
+    holder = subprocess.Popen([sys.executable, "-c", f"from filelock import FileLock; import time\n"
+                               f"l = FileLock({str(lock)!r}); l.acquire(); print('held', flush=True); time.sleep(30)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert is_locked(lock)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not is_locked(lock)

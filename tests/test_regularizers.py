@@ -23,11 +23,13 @@ def _strip(history):
 
 
 def test_default_step_is_a_plain_adamw_loop(tiny_cfg):
-    """The default path, bit for bit: full-batch AdamW with linear warm-up and a float64 loss."""
+    """The default path, bit for bit: full-batch AdamW (torch's fused kernel, which the trainer uses:
+    the same update as the default one to float rounding, tests/test_train.py) with linear warm-up and
+    a float64 loss."""
     res, model = _run(tiny_cfg)
     ref, data = build(tiny_cfg, seed=0, device="cpu")
     o = tiny_cfg.optim
-    opt = torch.optim.AdamW(ref.parameters(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+    opt = torch.optim.AdamW(ref.parameters(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay, fused=True)
     x, y = data.tokens[data.train_idx], data.labels[data.train_idx]
     for step in range(tiny_cfg.train.steps):
         opt.param_groups[0]["lr"] = o.lr * min(step / o.warmup, 1.0)

@@ -111,3 +111,43 @@ def test_resume_from_checkpoint_equals_unbroken_run(tiny_cfg, tmp_path):
     save_torch(ck, state)
     resumed, _, _ = _run(tiny_cfg, phases=phases, checkpoint=ck)
     assert _strip(resumed.history) == _strip(full.history)
+
+
+def test_fused_adamw_takes_the_same_steps_as_the_default(tiny_cfg):
+    """The fused Adam(W) kernel the trainer uses is the same update as torch's default (foreach) one:
+    the weights after 20 full-batch steps agree to float rounding, for AdamW and for Adam (L2)."""
+    from circuits.train import make_optimizer
+    for name in ("adamw", "adam"):
+        tiny_cfg.optim.name = name
+        weights = []
+        for fused in (True, False):
+            model, data = build(tiny_cfg, seed=0, device="cpu")
+            opt = make_optimizer(model.parameters(), tiny_cfg.optim, weight_decay=1.0, lr=1e-2)
+            assert bool(opt.param_groups[0]["fused"]) is True
+            if not fused:
+                opt = type(opt)(model.parameters(), lr=1e-2, betas=tiny_cfg.optim.betas, weight_decay=1.0, foreach=True)
+            x, y = data.tokens[data.train_idx], data.labels[data.train_idx]
+            for _ in range(20):
+                loss = torch.nn.functional.cross_entropy(model(x).double(), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+        assert (weights[0] - weights[1]).abs().max() < 1e-5, name
+        assert (weights[0] - torch.cat([p.detach().flatten() for p in build(tiny_cfg, seed=0, device="cpu")[0]
+                                        .parameters()])).abs().max() > 1e-3            # they did move
+
+
+def test_loss_dtype_float32_is_a_run_of_its_own_and_close_to_float64(tiny_cfg):
+    """train.loss_dtype float32 trains (near the float64 default early on) and has its own
+    checkpoint fingerprint, so neither resumes the other's checkpoint."""
+    from dataclasses import replace
+
+    from circuits.train import checkpoint_fingerprint
+    r64, model, data = _run(tiny_cfg)
+    cfg32 = replace(tiny_cfg, train=replace(tiny_cfg.train, loss_dtype="float32"))
+    r32, _, _ = _run(cfg32)
+    assert r32.history[-1]["train_loss"] < r32.history[0]["train_loss"]
+    assert abs(r32.history[1]["train_loss"] - r64.history[1]["train_loss"]) < 1e-3
+    fp = [checkpoint_fingerprint(model, data, tiny_cfg.optim, c.train, [Phase(40)], 0) for c in (tiny_cfg, cfg32)]
+    assert fp[0] != fp[1]
