@@ -24,7 +24,7 @@ def test_the_protocols_variants_parse(tmp_path):
     assert all(v.expect == "holds" or v.why for v in everything.values())
     run, not_run = check.select(list(everything.values()))
     assert "factors-architectures" in everything and "factors-architectures" in {v.name for v in not_run}
-    assert "dcrit-mlp" in {v.name for v in run} and all(not v.slow for v in run)
+    assert "ungrokking-transformer" in {v.name for v in run} and all(not v.slow for v in run)
     assert "factors-fraction" in {v.name for v in not_run}
     assert {v.protocol for v in check.variants("quick", tmp_path, only=["simulation"])} == {"simulation"}
     slow = {v.name for v in check.variants("quick", tmp_path, only=["factors"], slow=True)}
