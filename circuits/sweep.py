@@ -112,11 +112,12 @@ def run_slurm(points: list[Point], out: Path, opts: SlurmOptions, bar: Bar, wait
     ex.update_parameters(timeout_min=opts.time_min, cpus_per_task=opts.cpus, name="circuits-sweep",
                          slurm_partition=opts.partition, slurm_gpus_per_node=opts.gpus or None,
                          slurm_array_parallelism=opts.parallelism)
-    jobs = ex.map_array(_run, todo) if todo else []
+    from circuits.slurm import PointJob, completed
+    jobs = ex.map_array(PointJob(), todo) if todo else []       # requeued on preemption / time limit
     if wait:
         done = len(points) - len(todo)
         bar(done, len(points))
-        for job in jobs:
+        for job in completed(jobs):                             # as they finish, not in submission order
             job.result()
             done += 1
             bar(done, len(points))

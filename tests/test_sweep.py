@@ -178,3 +178,22 @@ def test_slurm_path_runs_for_real_with_submitits_local_cluster(tmp_path):
     cfg.sweep = {"task.frac": [0.4, 0.6]}
     path = run_sweep(cfg, tmp_path, executor="slurm", slurm=SlurmOptions(cluster="local", cpus=1), quiet=True)
     assert len(_rows(path)) == 2
+
+
+def test_a_preempted_or_timed_out_point_is_requeued_as_itself(tmp_path):
+    """Slurm signals a job before preemption or its time limit; submitit then asks the callable for
+    its checkpoint: the same point again (the run resumes from its checkpoints), and the sbatch
+    script asks for that signal."""
+    submitit = pytest.importorskip("submitit")
+    from submitit.slurm.test_slurm import mocked_slurm
+
+    from circuits.slurm import PointJob
+    cfg = _cfg(seeds=(0,))
+    (point,) = grid(cfg, {"task.frac": [0.4]}, tmp_path)
+    again = PointJob().checkpoint(point)
+    assert isinstance(again, submitit.helpers.DelayedSubmission)
+    assert isinstance(again.function, PointJob) and again.args == (point,)
+    with mocked_slurm():
+        run_slurm([point], tmp_path, SlurmOptions(time_min=30), Bar("", quiet=True), wait=False)
+    (script_path,) = (tmp_path / "slurm").rglob("*_submission.sh")
+    assert "#SBATCH --signal=USR2@" in script_path.read_text()
