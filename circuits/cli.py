@@ -153,9 +153,9 @@ def plan(cfg) -> str:
 
 
 def _run_and_report(cfg, run_dir) -> dict:
-    from circuits import api
+    from circuits import api, estimate, registry
     from circuits import check as checks
-    typer.echo(plan(cfg))
+    typer.echo(plan(cfg) + estimate.said(estimate.upper_bound(cfg, registry.get(cfg.protocol).module)))
     v = api.run_config(cfg, run_dir)
     typer.echo(f"{v['protocol']}: {v['status']}  ({checks.summary(v)})")
     typer.echo(f"run directory: {v['run_dir']}  (figure.png, verdict.json)")

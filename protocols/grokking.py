@@ -170,3 +170,9 @@ def strength_panel(a, histories: list[list[dict]]) -> None:
     a.axhline(0, color="black", lw=0.6)
     a.set_ylabel("correct-class logit\n(minus class mean)")
     a.legend(loc="upper left", fontsize=7)
+
+
+def budget(cfg: Config) -> list[tuple[int, int, int]]:
+    """Each seed to its step cap on the training split (circuits.estimate: the run's time bound)."""
+    from circuits.estimate import default_budget
+    return default_budget(cfg)

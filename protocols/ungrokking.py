@@ -364,3 +364,15 @@ def figure(cfg: Config, jobs: list[Job], hists: list[list[dict]], per_wd: dict, 
               title=f"ungrokking: {cfg.model.arch}, p={cfg.task.p}, grokked on {cfg.task.frac:g} of all pairs")
     final.legend(fontsize=7)
     plots.save(fig, run_dir, cfg)
+
+
+def budget(cfg: Config) -> list[tuple[int, int, int]]:
+    """The step budget at its caps, for the run's time bound (circuits.estimate): grokking each seed
+    (unless cached), then every subset run, spread over the worker processes."""
+    p = params(cfg)
+    n_train = max(1, round(cfg.task.frac * cfg.task.p ** cfg.task.k))
+    workers = p["workers"] or os.cpu_count() or 1
+    plan = [(n_train, cfg.train.steps, 1)] * len(cfg.seeds)
+    for job in jobs_for(cfg, cfg.seeds[0], "budget", n_train):
+        plan += [(job.size, job.steps, workers)] * len(cfg.seeds)
+    return plan

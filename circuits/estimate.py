@@ -1,0 +1,70 @@
+"""An upper bound on a run's wall time, for its first line: the step budget a protocol plans (its
+`budget(cfg)`: [(training examples per step, steps, worker processes sharing such runs)], every
+run to its cap; `default_budget`: each seed on the training split, one process) times this machine's
+measured time per step (a few real full-batch steps of the run's model at the smallest and largest
+batch, interpolated linearly in the batch size), divided over the worker processes it will use.
+Runs that stop early (settled, grokked) take less: it is a bound, said as such.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.nn.functional as F
+
+from circuits.config import Config
+from circuits.experiment import build, torch_threads
+from circuits.train import make_optimizer
+
+TIMED_STEPS = 3
+
+
+def step_seconds(cfg: Config, n: int) -> float:
+    """Seconds per full-batch training step of cfg's model on n examples, measured here."""
+    with torch_threads(cfg.train.threads):
+        model, data = build(cfg, 0, "cpu")
+        idx = data.train_idx[:n] if n <= len(data.train_idx) else torch.randint(len(data.tokens), (n,))
+        x, y = data.tokens[idx], data.labels[idx]                          # [n, n_ctx], [n]
+        opt = make_optimizer(model.parameters(), cfg.optim, cfg.optim.weight_decay, cfg.optim.lr)
+        loss_dtype = getattr(torch, cfg.train.loss_dtype)
+
+        def step():
+            loss = F.cross_entropy(model(x).to(loss_dtype), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        step()                                                             # warm-up
+        t = time.perf_counter()
+        for _ in range(TIMED_STEPS):
+            step()
+        return (time.perf_counter() - t) / TIMED_STEPS
+
+
+def default_budget(cfg: Config) -> list[tuple[int, int, int]]:
+    """One run per seed on the training split to the step cap, one after another."""
+    n = max(1, round(cfg.task.frac * cfg.task.p ** cfg.task.k))
+    return [(n, cfg.train.steps, 1)] * len(cfg.seeds)
+
+
+def upper_bound(cfg: Config, module) -> float | None:
+    """Seconds for every planned step at its cap, over the workers; None for a protocol that does
+    not say its budget (no `budget(cfg)`): no number rather than a wrong one."""
+    plan = module.budget(cfg) if hasattr(module, "budget") else None
+    if not plan:
+        return None
+    sizes = sorted({n for n, _, _ in plan})
+    lo, hi = sizes[0], sizes[-1]
+    t_lo = step_seconds(cfg, lo)
+    t_hi = step_seconds(cfg, hi) if hi != lo else t_lo
+    per = lambda n: t_lo + (t_hi - t_lo) * (n - lo) / (hi - lo) if hi != lo else t_lo   # noqa: E731
+    return sum(per(n) * steps / max(1, workers) for n, steps, workers in plan)
+
+
+def said(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    if seconds < 120:
+        return f"; at most ~{seconds:.0f} s here (step caps; runs that stop early take less)"
+    return f"; at most ~{seconds / 60:.0f} min here (step caps; runs that stop early take less)"
+
