@@ -132,9 +132,9 @@ def order(found: list[Variant], workers: int = 1) -> list[Variant]:
 
 def summary(v: dict) -> str:
     """A verdict's first scalar numbers, for one line of output."""
-    m = v.get("measured", {})
-    keys = [k for k, x in m.items() if isinstance(x, (int, float)) and not isinstance(x, bool)][:6]
-    return ", ".join(f"{k}={m[k]:.4g}" if isinstance(m[k], float) else f"{k}={m[k]}" for k in keys)
+    from circuits.runs import numbers
+    return ", ".join(f"{k}={x:.4g}" if isinstance(x, float) else f"{k}={x}"
+                     for k, x in numbers(v.get("measured", {}), 6).items())
 
 
 def verdict_of(var: Variant) -> dict:

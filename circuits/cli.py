@@ -141,11 +141,8 @@ def naming(run_dir):
 
 def plan(cfg) -> str:
     """The first line of a run: which model, p, split, seeds and protocol sizes it is about to train."""
-    m = cfg.model
-    shape = {"transformer": f"{m.n_layers}-layer transformer d_model {m.d_model}, {m.n_heads} heads x {m.d_head}, "
-                            f"d_mlp {m.d_mlp}",
-             "mlp": f"MLP d_model {m.d_model}, {m.mlp_depth} x d_mlp {m.d_mlp}"}.get(
-        m.arch, f"{m.arch} d_model {m.d_model}, hidden {m.hidden} x {m.rnn_layers}")
+    from circuits.config import describe
+    shape = describe(cfg.model)
     sizes = {k: v for k, v in cfg.params.items() if k in ("sizes", "subset_seeds", "weight_decays", "method")}
     return (f"{cfg.protocol} ({cfg.preset} preset): {shape}, {cfg.optim.name} lr {cfg.optim.lr:g} wd "
             f"{cfg.optim.weight_decay:g}; p = {cfg.task.p}, frac {cfg.task.frac:g}, seeds {cfg.seeds}"

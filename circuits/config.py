@@ -64,6 +64,15 @@ class TaskConfig:
         _check(self.k == 2 or self.op == "+", "K-operand tasks (k > 2) support op '+' only")
 
 
+def describe(m: "ModelConfig") -> str:
+    """The model in a few words (a run's first line, figure titles)."""
+    if m.arch == "transformer":
+        return f"{m.n_layers}-layer transformer d_model {m.d_model}, {m.n_heads} heads x {m.d_head}, d_mlp {m.d_mlp}"
+    if m.arch == "mlp":
+        return f"MLP d_model {m.d_model}, {m.mlp_depth} x d_mlp {m.d_mlp}"
+    return f"{m.arch} d_model {m.d_model}, hidden {m.hidden} x {m.rnn_layers}"
+
+
 def _is_prime(n: int) -> bool:
     return n >= 2 and all(n % d for d in range(2, int(n**0.5) + 1))
 

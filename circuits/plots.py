@@ -26,9 +26,8 @@ def subplots(nrows=1, ncols=1, **kw):
 
 def setting(cfg) -> str:
     """The run's setting in a few words, for a figure's title: protocol, model, p, seeds."""
-    m = cfg.model
-    model = {"transformer": f"{m.n_layers}-layer transformer d_model {m.d_model}",
-             "mlp": f"MLP d_mlp {m.d_mlp} x {m.mlp_depth}"}.get(m.arch, f"{m.arch} hidden {m.hidden} x {m.rnn_layers}")
+    from circuits.config import describe
+    model = describe(cfg.model)
     seeds = cfg.seeds if len(cfg.seeds) <= 6 else f"{cfg.seeds[0]}..{cfg.seeds[-1]} ({len(cfg.seeds)})"
     return f"{cfg.protocol} ({cfg.preset}): {model}, p = {cfg.task.p}, frac {cfg.task.frac:g}, seeds {seeds}"
 
