@@ -3,8 +3,8 @@ pairs): circuits' trainer step against a plain PyTorch reference, in the same ru
 
     python -m benchmarks.step_time [--steps 20] [--threads 2]
 
-Prints ms per step for each (ours with the float64 loss, the default, and with train.loss_dtype
-float32) and the ratio (target: ours <= 1/3 of the reference on a 2-core CPU).
+Prints ms per step for each (ours with the float64 loss, the default, with train.loss_dtype float32,
+and with model.dtype float64) and the ratio (target: ours <= 1/3 of the reference on a 2-core CPU).
 """
 from __future__ import annotations
 
@@ -68,9 +68,13 @@ def main():
     t_ref = time_steps(ref, x, y, args.steps, args.repeats, ours=False)
     t_ours = time_steps(ours, x, y, args.steps, args.repeats)
     t_32 = time_steps(ours, x, y, args.steps, args.repeats, loss_dtype=torch.float32)
+    torch.manual_seed(0)
+    ours64 = build_model(ModelConfig(dtype="float64"), data.d_vocab, data.n_ctx).to(args.device)
+    t_64 = time_steps(ours64, x, y, args.steps, args.repeats)
     print(f"reference (plain, all positions, torch's AdamW): {t_ref:7.1f} ms/step")
     print(f"circuits (fast path, fused AdamW), float64 loss: {t_ours:7.1f} ms/step (the default, train.loss_dtype)")
     print(f"circuits, float32 loss:                          {t_32:7.1f} ms/step")
+    print(f"circuits, float64 model (model.dtype):           {t_64:7.1f} ms/step")
     print(f"ratio ours/reference = {t_ours / t_ref:.3f}  (speed-up {t_ref / t_ours:.2f}x; target ratio <= 0.333)")
 
 

@@ -36,7 +36,8 @@ CODE_FILES = ("train.py", "tasks.py", "metrics.py", "models/*.py")
 def cache_key(cfg: Config, seed: int, stop_name: str) -> str:
     d = to_dict(cfg)
     train_cfg = {k: v for k, v in d["train"].items() if k not in ("device", "threads", "checkpoint_every")}
-    return config_hash({"task": d["task"], "model": d["model"], "optim": d["optim"], "train": train_cfg,
+    model = {k: v for k, v in d["model"].items() if not (k == "dtype" and v == "float32")}  # the default: as before
+    return config_hash({"task": d["task"], "model": model, "optim": d["optim"], "train": train_cfg,
                         "seed": seed, "stop": stop_name, "format": CACHE_FORMAT, "code": code_fingerprint()})
 
 
@@ -63,6 +64,11 @@ def source_digest(source: str) -> str:
                     and isinstance(body[0].value.value, str):
                 node.body = body[1:] or [ast.Pass()]
     return hashlib.sha256(ast.dump(tree).encode()).hexdigest()
+
+
+def entry_path(cfg: Config, seed: int, stop_name: str = "budget") -> Path:
+    """Where `trained(cfg, seed, stop_name=...)` keeps its network (whether or not it is there yet)."""
+    return cache_dir() / cache_key(cfg, seed, stop_name) / "model.pt"
 
 
 def read_entry(path: Path, model) -> Result | None:
@@ -94,8 +100,8 @@ def trained(cfg: Config, seed: int, stop=None, stop_name: str = "budget", label:
         device = resolve_device(cfg.train.device)
         model, data = build(cfg, seed, device)
         key = cache_key(cfg, seed, stop_name)
-        folder = cache_dir() / key
-        path = folder / "model.pt"
+        path = entry_path(cfg, seed, stop_name)
+        folder = path.parent
         result = read_entry(path, model)
         if result is not None:
             return Trained(seed, model, data, result), path

@@ -23,6 +23,7 @@ OPS = ("+", "-", "*", "/")
 LAYOUTS = ("xy=", "xopy=", "xy")
 OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop", "nadam")
 LOSS_DTYPES = ("float64", "float32")
+MODEL_DTYPES = ("float32", "float64")
 LOGGERS = ("none", "tensorboard", "wandb")
 
 
@@ -67,10 +68,12 @@ class TaskConfig:
 def describe(m: "ModelConfig") -> str:
     """The model in a few words (a run's first line, figure titles)."""
     if m.arch == "transformer":
-        return f"{m.n_layers}-layer transformer d_model {m.d_model}, {m.n_heads} heads x {m.d_head}, d_mlp {m.d_mlp}"
-    if m.arch == "mlp":
-        return f"MLP d_model {m.d_model}, {m.mlp_depth} x d_mlp {m.d_mlp}"
-    return f"{m.arch} d_model {m.d_model}, hidden {m.hidden} x {m.rnn_layers}"
+        text = f"{m.n_layers}-layer transformer d_model {m.d_model}, {m.n_heads} heads x {m.d_head}, d_mlp {m.d_mlp}"
+    elif m.arch == "mlp":
+        text = f"MLP d_model {m.d_model}, {m.mlp_depth} x d_mlp {m.d_mlp}"
+    else:
+        text = f"{m.arch} d_model {m.d_model}, hidden {m.hidden} x {m.rnn_layers}"
+    return text if m.dtype == "float32" else f"{text} ({m.dtype})"
 
 
 def _is_prime(n: int) -> bool:
@@ -96,9 +99,11 @@ class ModelConfig:
     rnn_layers: int = 2        # stacked recurrent layers
     bidirectional: bool = False  # birnn is rnn with this on
     dropout: float = 0.0       # dropout on hidden activations (0: off)
+    dtype: str = "float32"     # parameter precision: float32 | float64 (slower; half precisions are refused: grokking's late phase lives below their rounding)
 
     def __post_init__(self):
         _check(self.arch in ARCHS, f"model.arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
+        _check(self.dtype in MODEL_DTYPES, f"model.dtype must be float32 or float64, got {self.dtype!r}")
         _check(self.act in ("relu", "gelu"), f"model.act must be relu or gelu, got {self.act!r}")
         for name in ("n_layers", "d_model", "n_heads", "d_head", "d_mlp", "mlp_depth", "hidden", "rnn_layers"):
             v = getattr(self, name)

@@ -302,11 +302,15 @@ def _readable(path: Path) -> bool:
         return False
 
 
-def finish(cfg: Config, run_dir, verdict: Verdict, histories: dict[str, list[dict]], started: float) -> Verdict:
-    """Write metrics.csv, meta.json (with the end time) and verdict.json (last: its presence means done)."""
+def finish(cfg: Config, run_dir, verdict: Verdict, histories: dict[str, list[dict]], started: float,
+           networks: dict[str, Path] | None = None) -> Verdict:
+    """Write metrics.csv, the networks the protocol took from the trained-circuit cache (name -> cache
+    file: networks/NAME.safetensors), meta.json (with the end time) and verdict.json (last: its
+    presence means done)."""
     run_dir = Path(run_dir)
     rows = [r for run, h in histories.items() for r in metric_rows(run, h)]
     write_metrics(run_dir, rows)
+    weights.save_networks(run_dir, networks or {})
     ended = time.time()
     verdict.seconds = round(ended - started, 2)
     if not verdict.rationale:

@@ -5,13 +5,16 @@
     model = run.model(seed=0)                     # in eval mode; model.plain(tokens) for all positions
     run.data.tokens[run.data.test_idx]            # the task with the run's split
     [(step, m) for step, m in run.trajectory(0)]  # snapshots, with train.save_every
+    run.networks, run.network("seed0-wd1-D390-s0")  # the networks of a cache-based protocol (ungrokking, ...)
 
-Weights are read from safetensors (`seed{N}/model.safetensors`, `circuits.weights`), or, for a run
+Weights are read from safetensors (`seed{N}/model.safetensors`, `networks/NAME.safetensors`:
+`circuits.weights`), or, for a run
 written before they existed, from its finished checkpoint with torch's weights-only loader: never
 pickle code. A directory whose config.yaml is not the config its run.json records is refused.
 """
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +37,7 @@ class Run:
     verdict: dict | None                  # None while the run has not finished
     metrics: object                       # pandas DataFrame: run, step, split, metric, value
     seeds: list[int] = field(default_factory=list)   # seeds with trained weights on disk
+    networks: list[str] = field(default_factory=list)  # names in networks/ (protocols on the cache)
 
     def _build(self, state: dict) -> torch.nn.Module:
         model = build_model(self.config.model, self.data.d_vocab, self.data.n_ctx)
@@ -46,6 +50,15 @@ class Run:
         if seed not in self.seeds:
             raise CircuitsError(f"{self.run_dir} has no trained weights for seed {seed} (has: {self.seeds or 'none'})")
         return self._build(final_state(self.run_dir, seed))
+
+    def network(self, name: str) -> torch.nn.Module:
+        """A network the protocol took from the trained-circuit cache (its name as in metrics.csv), in
+        eval mode. Every one has the run's model config; its data (subset, labels) is the protocol's."""
+        if name not in self.networks:
+            near = difflib.get_close_matches(name, self.networks, n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else f" (it has {len(self.networks)})"
+            raise CircuitsError(f"{self.run_dir} has no network {name!r}{hint}")
+        return self._build(weights.load_weights(weights.network_path(self.run_dir, name)))
 
     def trajectory(self, seed: int | None = None):
         """(step, model) for each snapshot of a seed (train.save_every), loaded one at a time."""
@@ -81,4 +94,4 @@ def load(run_dir) -> Run:
     metrics = pd.read_csv(run_dir / "metrics.csv") if (run_dir / "metrics.csv").is_file() else pd.DataFrame(
         columns=["run", "step", "split", "metric", "value"])
     return Run(run_dir, cfg, make_dataset(cfg.task), verdict, metrics,
-               [s for s in cfg.seeds if has_weights(run_dir, s)])
+               [s for s in cfg.seeds if has_weights(run_dir, s)], weights.networks(run_dir))

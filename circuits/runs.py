@@ -82,6 +82,9 @@ def show(run_dir) -> dict:
                    if isinstance(c, dict) and "claim" in c},
         "numbers": numbers((verdict or {}).get("measured") or {}),
         "figure": str(figure) if figure.exists() else None,
+        "weights": {"seeds": sorted(int(d.name[4:]) for d in run_dir.glob("seed*") if d.name[4:].isdigit()
+                                    and (d / "model.safetensors").exists()),      # circuits.weights' layout
+                    "networks": len(list((run_dir / "networks").glob("*.safetensors")))},
         "started": meta.get("start"), "ended": meta.get("end"), "seconds": meta.get("seconds"),
         "device": meta.get("device"), "git_commit": meta.get("git_commit"),
     }
@@ -98,6 +101,12 @@ def show_text(s: dict) -> str:
         lines.append("  measured: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                                for k, v in s["numbers"].items()))
     lines.append(f"  figure: {s['figure'] or '(none yet)'}")
+    w = s["weights"]
+    if w["seeds"] or w["networks"]:
+        lines.append("  weights: " + ", ".join(
+            ([f"seed{{{','.join(map(str, w['seeds']))}}}/model.safetensors"] if w["seeds"] else [])
+            + ([f"{w['networks']} networks in networks/"] if w["networks"] else []))
+            + "  (circuits.load(run).model(seed) / .network(name))")
     return "\n".join(lines)
 
 

@@ -167,10 +167,11 @@ def memory_estimate(task: TaskConfig, model: ModelConfig, batch_size: int = 0,
     n_train = max(int(task.frac * n), 1)
     batch = min(batch_size, n_train) if batch_size else n_train
     act = activations_per_input(model, n_ctx)
-    train_step = batch * (6 * act + 24 * d_vocab)         # measured at p = 1009: 0.6-0.9 of this
-    eval_chunk = min(EVAL_CHUNK, n) * (4 * act + 24 * d_vocab)
+    wide = 2 if model.dtype == "float64" else 1           # float64 parameters and activations: twice the bytes
+    train_step = batch * (6 * wide * act + 24 * d_vocab)  # measured at p = 1009: 0.6-0.9 of this
+    eval_chunk = min(EVAL_CHUNK, n) * (4 * wide * act + 24 * d_vocab)
     return {"dataset": 8 * n * (task.k + 2 * n_ctx + 6),
-            "model": 40 * count_params(model, d_vocab, n_ctx),
+            "model": 40 * wide * count_params(model, d_vocab, n_ctx),
             "step": 0 if on_gpu else max(train_step, eval_chunk)}
 
 

@@ -113,7 +113,8 @@ def checkpoint_fingerprint(model, data: Dataset, optim: OptimConfig, cfg: TrainC
         **precision, "optim": opt, "eval_every": cfg.eval_every, "seed": seed, "extra": extra,
         "phases": [{"steps": ph.steps, "train_idx": _tensor_hash(ph.train_idx), "weight_decay": ph.weight_decay,
                     "lr": ph.lr, "fresh_optimizer": ph.fresh_optimizer} for ph in phases],
-        "params": [[name, list(p.shape)] for name, p in model.named_parameters()],
+        "params": [[name, list(p.shape)] + ([str(p.dtype)] if p.dtype != torch.float32 else [])
+                   for name, p in model.named_parameters()],
         "task": {"tokens": list(data.tokens.shape), "labels": _tensor_hash(data.labels),
                  "train_idx": _tensor_hash(data.train_idx), "test_idx": _tensor_hash(data.test_idx)},
     })

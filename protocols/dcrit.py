@@ -109,7 +109,8 @@ def by_sweep(cfg: Config, p: dict, wd: float) -> dict:
     D, acc = [j.size for j in jobs], [h[-1].get("test_acc", 0.0) for h in hists]
     fit = fit_transition(D, acc, [j.seed for j in jobs], n_boot=sp["n_boot"])
     return from_fit(fit, cfg.task.p ** 2, points=list(zip(D, acc)),
-                    histories={f"sweep-wd{wd:g}-D{j.size}-seed{j.seed}": h for j, h in zip(jobs, hists)})
+                    histories={f"sweep-wd{wd:g}-D{j.size}-seed{j.seed}": h for j, h in zip(jobs, hists)},
+                    networks=semigrokking.networks(jobs, f"sweep-wd{wd:g}-"))
 
 
 def by_ungrokking(cfg: Config, p: dict, wds: list[float]) -> dict[float, dict]:
@@ -129,6 +130,7 @@ def by_ungrokking(cfg: Config, p: dict, wds: list[float]) -> dict[float, dict]:
         out[wd] = from_fit(s["fit"], cfg.task.p ** 2, points=pts, histories={},
                            settled=f"{s['n_settled']}/{s['n_runs']}")
     out[wds[0]]["histories"] = m.histories
+    out[wds[0]]["networks"] = {f"ungrokking-{k}": v for k, v in m.networks.items()}
     return out
 
 
@@ -143,7 +145,8 @@ def by_efficiency(cfg: Config, p: dict, wd: float) -> dict:
     est = m["estimates"]["D_crit"] if "estimates" in m else Estimate(None)
     return estimate(est, cfg.task.p ** 2, status=status_, mem_exponent=m.get("mem_exponent"),
                     gen_exponent=m.get("gen_exponent"), extrapolated=m.get("extrapolated"),
-                    rise=None, fit=None, points=[], histories={})
+                    rise=None, fit=None, points=[], histories={},
+                    networks=efficiency.networks(sub, f"efficiency-wd{wd:g}-"))
 
 
 def method_status(method: str, est: dict, crit: dict) -> str:
@@ -207,7 +210,8 @@ def run(cfg: Config, run_dir) -> Verdict:
     verdict = Verdict(NAME, CLAIM, status_, measured, crit, seeds=list(cfg.seeds))
     figure(cfg, ests, wds, run_dir)
     histories = {k: h for per_wd in ests.values() for e in per_wd.values() for k, h in e["histories"].items()}
-    return finish(cfg, run_dir, verdict, histories, started)
+    networks = {k: f for per_wd in ests.values() for e in per_wd.values() for k, f in e.get("networks", {}).items()}
+    return finish(cfg, run_dir, verdict, histories, started, networks)
 
 
 def summarise(cfg: Config, ests: dict, wds: list[float], crit: dict) -> tuple[dict, str]:

@@ -38,7 +38,7 @@ from torch.func import functional_call
 from scipy.stats import spearmanr
 
 from circuits import plots
-from circuits.cache import trained
+from circuits.cache import entry_path, trained
 from circuits.config import Config, protocol_fields
 from circuits.detect import Verdict, claims_from, combine
 from circuits.fit import Estimate, below, inside, over_seeds, sensitivity, status
@@ -108,6 +108,15 @@ def norm_at_logit(model, data, target: float, lo: float = 1e-2, hi: float = 1e2,
         a, b = (mid, b) if logit_at_scale(model, data, float(np.exp(mid))) < target else (a, mid)
     c = float(np.exp(b))
     return {"norm_at_target": c * param_norm(model), "scale": c, "logit": logit, "kappa": kappa}
+
+
+def network_name(job: Job) -> str:
+    return f"{job.kind}-D{job.size}-seed{job.seed}"          # as in metrics.csv
+
+
+def networks(cfg: Config, prefix: str = "") -> dict:
+    """name -> cache file of every circuit network of cfg (for the run directory's networks/)."""
+    return {prefix + network_name(j): entry_path(j.cfg, j.seed, "budget") for j in jobs_for(cfg)}
 
 
 def train_circuit(job: Job) -> dict:
@@ -245,7 +254,7 @@ def run(cfg: Config, run_dir) -> Verdict:
     figure(cfg, results, measured, status, run_dir)
     histories = {f"{r['kind']}-D{r['D']}-seed{r['seed']}": [{"step": s, "param_norm": n, "train_logit": lg}
                                                             for s, n, lg in r["curve"]] for r in results}
-    return finish(cfg, run_dir, verdict, histories, started)
+    return finish(cfg, run_dir, verdict, histories, started, networks(cfg))
 
 
 def figure(cfg: Config, results: list[dict], m: dict, status: str, run_dir) -> None:

@@ -131,12 +131,13 @@ def mem_config(cfg: Config, p: dict) -> Config:
 
 
 def circuits(cfg: Config, seed: int, p: dict, crit: dict):
-    """(C_mem, C_gen) for one seed, from the cache (trained there if absent)."""
+    """(C_mem, C_gen, their cache files by name) for one seed, from the cache (trained there if absent)."""
     stop, name = grokked_rule(crit["gen_test_acc"])        # the ungrokking protocol's: a shared cache entry
-    gen, _ = trained(cfg, seed, stop=stop, stop_name=name, label=f"C_gen {cfg.model.arch} seed {seed} (cached)")
-    mem, _ = trained(mem_config(cfg, p), seed, stop=lambda row: row["train_acc"] >= crit["train_acc"],
-                     stop_name=f"train-fit-{crit['train_acc']}", label=f"C_mem {cfg.model.arch} seed {seed} (cached)")
-    return mem, gen
+    gen, gen_path = trained(cfg, seed, stop=stop, stop_name=name, label=f"C_gen {cfg.model.arch} seed {seed} (cached)")
+    mem, mem_path = trained(mem_config(cfg, p), seed, stop=lambda row: row["train_acc"] >= crit["train_acc"],
+                            stop_name=f"train-fit-{crit['train_acc']}",
+                            label=f"C_mem {cfg.model.arch} seed {seed} (cached)")
+    return mem, gen, {f"seed{seed}-C_mem": mem_path, f"seed{seed}-C_gen": gen_path}
 
 
 # ---------------------------------------------------------------- the mixture (tensors: float64)
@@ -272,14 +273,15 @@ def premise(mem_hist: list[dict], gen_hist: list[dict], crit: dict) -> dict:
 
 # ---------------------------------------------------------------- the protocol
 
-def run_seed(cfg: Config, seed: int, p: dict, crit: dict) -> tuple[dict, dict]:
-    """One pair of circuits: its premise, efficiency and the mixture per setting; (measured, histories)."""
-    mem, gen = circuits(cfg, seed, p, crit)
+def run_seed(cfg: Config, seed: int, p: dict, crit: dict) -> tuple[dict, dict, dict]:
+    """One pair of circuits: its premise, efficiency and the mixture per setting; (measured, histories,
+    the two networks' cache files)."""
+    mem, gen, networks = circuits(cfg, seed, p, crit)
     data = gen.data
     histories = {f"seed{seed}-C_mem": mem.result.history, f"seed{seed}-C_gen": gen.result.history}
     out = {"premise": premise(mem.result.history, gen.result.history, crit)}
     if not out["premise"]["ok"] or "diverged" in (mem.result.status, gen.result.status):
-        return out, histories
+        return out, histories, networks
     L_mem, L_gen = all_logits(mem.model, data).double().cpu(), all_logits(gen.model, data).double().cpu()
     labels, tr, te = data.labels.cpu(), data.train_idx.cpu(), data.test_idx.cpu()
     out["efficiency"] = {f"w_{c}_needed": weight_needed(L[tr], labels[tr], crit["train_loss_fit"])
@@ -293,7 +295,7 @@ def run_seed(cfg: Config, seed: int, p: dict, crit: dict) -> tuple[dict, dict]:
         out[name] = {"w_m2": p[name][0], "w_g2": p[name][1], "status": status, "accuracy": acc, "loss": loss,
                      "w_gen_over_w_mem_after_step_1": first["w_gen"] / first["w_mem"] if first["w_mem"] else None,
                      "final_test_acc": h[-1]["test_acc"], "final_w_mem": h[-1]["w_mem"], "final_w_gen": h[-1]["w_gen"]}
-    return out, histories
+    return out, histories, networks
 
 
 def seed_status(m: dict, name: str) -> str:
@@ -305,17 +307,18 @@ def run(cfg: Config, run_dir) -> Verdict:
     if cfg.task.frac >= 1.0:
         raise CircuitsError(f"mixture needs a test split: task.frac must be < 1, got {cfg.task.frac}")
     started = begin(cfg, run_dir)
-    per_seed, histories = {}, {}
+    per_seed, histories, networks = {}, {}, {}
     for seed in cfg.seeds:
-        per_seed[seed], h = run_seed(cfg, seed, p, crit)
+        per_seed[seed], h, nets = run_seed(cfg, seed, p, crit)
         histories.update(h)
+        networks.update(nets)
     statuses = {name: combine([seed_status(m, name) for m in per_seed.values()]) for name in SETTINGS}
     measured = {"statuses": statuses, "claims": claims_from({CLAIMS[k]: s for k, s in statuses.items()}),
                 "optimizer": p["optimizer"], "arch": cfg.model.arch, **headline(per_seed), "per_seed": per_seed,
                 "sensitivity": sensitivity(lambda c: statuses_at(per_seed, histories, c), crit, SENSITIVITY)}
     verdict = Verdict(NAME, CLAIM, combine(list(statuses.values())), measured, crit, seeds=list(cfg.seeds))
     figure(cfg, p, histories, per_seed, statuses, run_dir)
-    return finish(cfg, run_dir, verdict, histories, started)
+    return finish(cfg, run_dir, verdict, histories, started, networks)
 
 
 def headline(per_seed: dict) -> dict:

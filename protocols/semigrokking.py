@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from circuits import plots
-from circuits.cache import trained
+from circuits.cache import entry_path, trained
 from circuits.config import Config, protocol_fields
 from circuits.detect import Verdict, first_step, plateaus
 from circuits.experiment import begin, finish
@@ -84,9 +84,18 @@ def scratch(job: Job) -> list[dict]:
     killed run resumes from its checkpoint, and any protocol asking for the same run reads it back."""
     crit = protocol_fields(job.cfg.criteria, CRITERIA, "criteria")
     stop = lambda row: row["train_acc"] >= crit["train_acc"] and row.get("test_acc", 0.0) >= crit["grok_acc"]
-    t, _ = trained(job.cfg, job.seed, stop=stop, stop_name=f"train-{crit['train_acc']}-test-{crit['grok_acc']}",
-                   quiet=True)
+    t, _ = trained(job.cfg, job.seed, stop=stop, stop_name=stop_name(crit), quiet=True)
     return t.result.history
+
+
+def stop_name(crit: dict) -> str:
+    return f"train-{crit['train_acc']}-test-{crit['grok_acc']}"
+
+
+def networks(jobs: list[Job], prefix: str = "") -> dict:
+    """name (as in metrics.csv) -> cache file of every run from scratch (for the run's networks/)."""
+    return {f"{prefix}D{j.size}-seed{j.seed}": entry_path(j.cfg, j.seed, stop_name(
+        protocol_fields(j.cfg.criteria, CRITERIA, "criteria"))) for j in jobs}
 
 
 def scratch_jobs(cfg: Config, sizes: list[int]) -> list[Job]:
@@ -152,7 +161,8 @@ def run(cfg: Config, run_dir) -> Verdict:
     status = judge(hists, crit)
     verdict = Verdict(NAME, CLAIM, status, measured, crit, seeds=list(cfg.seeds))
     figure(cfg, jobs, hists, outcomes, crit, run_dir)
-    return finish(cfg, run_dir, verdict, {f"D{j.size}-seed{j.seed}": h for j, h in zip(jobs, hists)}, started)
+    return finish(cfg, run_dir, verdict, {f"D{j.size}-seed{j.seed}": h for j, h in zip(jobs, hists)}, started,
+                  networks(jobs))
 
 
 def figure(cfg: Config, jobs, hists, outcomes, crit: dict, run_dir) -> None:

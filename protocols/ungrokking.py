@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import os
 import statistics
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -276,31 +276,35 @@ class Measured:
     histories: dict                # every history by name, for metrics.csv
     rows: list[dict] | None = None  # run_rows(): one per retrained network
     wd_ratio: Estimate | None = None  # wd_ratio(): max / min of the midpoints (several weight decays)
+    networks: dict = field(default_factory=dict)   # name (as in histories) -> its file in the cache
 
 
 def measure(cfg: Config) -> Measured:
     """Grok (or load from the cache) each seed's network, then train it on every nested subset (the
     ungrokking estimate of D_crit: shared with `circuits dcrit --method ungrokking`)."""
     crit, p = protocol_fields(cfg.criteria, CRITERIA, "criteria"), params(cfg)
-    histories, jobs, grokked = {}, [], {}
+    histories, jobs, grokked, networks = {}, [], {}, {}
     stop, name = grokked_rule(crit["pretrain_test_acc"])
     for seed in cfg.seeds:
         t, path = trained(cfg, seed, stop=stop, stop_name=name,
                           label=f"grok {cfg.model.arch} seed {seed} (cached)")
         histories[f"seed{seed}-grok"] = t.result.history
+        networks[f"seed{seed}-grok"] = path
         grokked[seed] = {"steps": t.result.step, "test_acc": t.result.history[-1].get("test_acc"),
                          "n_train": len(t.data.train_idx), "diverged": t.result.status == "diverged"}
         if t.result.history[-1].get("test_acc", 0.0) >= crit["pretrain_test_acc"]:
             jobs += jobs_for(cfg, seed, path, len(t.data.train_idx))
     if not jobs:
-        return Measured(grokked, [], [], {}, histories)
+        return Measured(grokked, [], [], {}, histories, networks=networks)
     bar = Bar(f"ungrokking {cfg.model.arch}: {len(jobs)} runs on nested subsets")
     hists = pmap(ungrok, jobs, p["workers"], on_done=bar, busy=being_trained)
     bar.close()
     histories.update({j.name: h for j, h in zip(jobs, hists)})
+    networks.update({j.name: Path(j.checkpoint) for j in jobs})
     rows = run_rows(jobs, hists, p, cfg.optim.lr)
     ratio = wd_ratio(rows, p["n_boot"]) if len(p["weight_decays"]) > 1 else None
-    return Measured(grokked, jobs, hists, summarise(rows, cfg.task.p, p["n_boot"]), histories, rows, ratio)
+    return Measured(grokked, jobs, hists, summarise(rows, cfg.task.p, p["n_boot"]), histories, rows, ratio,
+                    networks)
 
 
 def run(cfg: Config, run_dir) -> Verdict:
@@ -311,7 +315,7 @@ def run(cfg: Config, run_dir) -> Verdict:
         status_ = "diverged" if any(g["diverged"] for g in m.grokked.values()) else "inconclusive"
         verdict = Verdict(NAME, CLAIM, status_, {"pretrain": m.grokked, "note": "no network grokked within budget"},
                           crit, seeds=list(cfg.seeds))
-        return finish(cfg, run_dir, verdict, m.histories, started)
+        return finish(cfg, run_dir, verdict, m.histories, started, m.networks)
     per_wd, wd0 = m.per_wd, p["weight_decays"][0]
     status_, judged = analyse(per_wd, crit, m.wd_ratio)
     measured = {
@@ -328,7 +332,7 @@ def run(cfg: Config, run_dir) -> Verdict:
     }
     verdict = Verdict(NAME, CLAIM, status_, measured, crit, seeds=list(cfg.seeds))
     figure(cfg, m.jobs, m.hists, per_wd, run_dir)
-    return finish(cfg, run_dir, verdict, m.histories, started)
+    return finish(cfg, run_dir, verdict, m.histories, started, m.networks)
 
 
 def figure(cfg: Config, jobs: list[Job], hists: list[list[dict]], per_wd: dict, run_dir) -> None:

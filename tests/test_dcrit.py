@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+import circuits
 from circuits import api
 from circuits.config import ModelConfig
 from circuits.errors import CircuitsError
@@ -166,6 +167,8 @@ def test_dcrit_sweep_end_to_end_and_read_by_semigrokking(tmp_path, monkeypatch):
     assert saved["status"] == v["status"] and saved["rationale"]["min_rise"].startswith("THEORY.md")
     cfg = api.resolve("semigrokking", "quick", overrides=["task.p=13"])
     assert dcrit_from_store(cfg, tmp_path / "runs") == pytest.approx(m["D_crit"])
+    names = circuits.load(out).networks                                        # every network it trained
+    assert len(names) == 20 and "sweep-wd1-D95-seed0" in names
 
 
 def test_cli_dcrit_bad_input_is_one_line(tmp_path):

@@ -111,3 +111,41 @@ def test_log_wandb_writes_an_offline_run_per_seed(tmp_path, monkeypatch):
 def test_an_unknown_logger_is_refused():
     with pytest.raises(CircuitsError, match="train.log must be one of"):
         circuits.config.TrainConfig(log="mlflow")
+
+
+def test_ungrokking_writes_every_network_it_trained_and_they_load_with_their_accuracy(tmp_path, monkeypatch):
+    """A cache-based protocol's networks are outputs too: ungrokking at p = 17 (a small MLP that
+    groks in a few hundred steps) keeps the grokked network and each subset run in networks/, and a
+    loaded network's test accuracy equals the run's recorded final one exactly."""
+    from circuits import api
+    monkeypatch.setenv("CIRCUITS_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "ug"
+    v = api.run_protocol("ungrokking", "quick", out=out, arch="mlp", overrides=[
+        "task.p=17", "task.frac=0.8", "model.d_model=16", "model.d_mlp=64", "optim.lr=0.03", "train.steps=1500",
+        "params.sizes=[20, 100]", "params.subset_seeds=[0]", "params.weight_decays=[1.0]", "params.steps=60",
+        "params.eval_every=20", "params.workers=1"])
+    run = circuits.load(out)
+    assert run.verdict["measured"]["pretrain"]["0"]["test_acc"] >= 0.99
+    runs = {r["name"]: r for r in v["measured"]["runs"]}
+    assert run.networks == sorted(["seed0-grok", *runs])
+    for name, r in runs.items():
+        model = run.network(name)
+        assert not model.training and evaluate(model, run.data)["test_acc"] == r["test_acc"]
+    assert weights.load_weights(out / "networks" / "seed0-grok.safetensors").keys() == run.network("seed0-grok").state_dict().keys()
+    with pytest.raises(CircuitsError, match="did you mean 'seed0-grok'"):
+        run.network("seed0-grk")
+
+
+def test_efficiency_and_mixture_networks_are_in_the_run_directory(tmp_path, monkeypatch):
+    from circuits import api
+    monkeypatch.setenv("CIRCUITS_CACHE", str(tmp_path / "cache"))
+    api.run_protocol("efficiency", "quick", out=tmp_path / "eff", overrides=[
+        "model.d_model=16", "model.d_mlp=32", "task.p=13", "seeds=[0]", "params.mem_sizes=[20,50]",
+        "params.gen_sizes=[120]", "params.steps=40", "params.eval_every=20", "params.n_boot=20", "params.workers=1"])
+    assert circuits.load(tmp_path / "eff").networks == ["gen-D120-seed0", "mem-D20-seed0", "mem-D50-seed0"]
+    v = api.run_protocol("mixture", "quick", out=tmp_path / "mix", arch="mlp", overrides=[
+        "model.d_model=16", "model.d_mlp=32", "task.p=13", "seeds=[0]", "train.steps=40", "params.steps=20"])
+    run = circuits.load(tmp_path / "mix")
+    assert run.networks == ["seed0-C_gen", "seed0-C_mem"] and v["protocol"] == "mixture"
+    for name in run.networks:
+        assert run.network(name)(run.data.tokens[:3]).shape == (3, run.data.d_vocab)

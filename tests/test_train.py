@@ -151,3 +151,26 @@ def test_loss_dtype_float32_is_a_run_of_its_own_and_close_to_float64(tiny_cfg):
     assert abs(r32.history[1]["train_loss"] - r64.history[1]["train_loss"]) < 1e-3
     fp = [checkpoint_fingerprint(model, data, tiny_cfg.optim, c.train, [Phase(40)], 0) for c in (tiny_cfg, cfg32)]
     assert fp[0] != fp[1]
+
+
+def test_model_dtype_float64_starts_from_the_float32_init_and_trains_close_to_it(tiny_cfg):
+    """model.dtype float64: every parameter float64, the same initial weights as float32 (cast after
+    the float32 init), training losses near float32's, its own checkpoint fingerprint and cache key."""
+    from dataclasses import replace
+
+    from circuits.cache import cache_key
+    from circuits.train import checkpoint_fingerprint
+    cfg64 = replace(tiny_cfg, model=replace(tiny_cfg.model, dtype="float64"))
+    m32, data = build(tiny_cfg, seed=0, device="cpu")
+    m64, _ = build(cfg64, seed=0, device="cpu")
+    assert all(p.dtype == torch.float64 for p in m64.parameters())
+    assert all(torch.equal(p.double(), q) for p, q in zip(m32.parameters(), m64.parameters()))
+    with torch.no_grad():
+        assert (m32(data.tokens).double() - m64(data.tokens)).abs().max() < 1e-5
+    r32, _, _ = _run(tiny_cfg)
+    r64, model64, _ = _run(cfg64)
+    assert all(p.dtype == torch.float64 for p in model64.parameters())
+    assert r64.history[-1]["train_loss"] < r64.history[0]["train_loss"]
+    assert abs(r64.history[1]["train_loss"] - r32.history[1]["train_loss"]) < 1e-4
+    fp = [checkpoint_fingerprint(m, data, tiny_cfg.optim, tiny_cfg.train, [Phase(40)], 0) for m in (m32, m64)]
+    assert fp[0] != fp[1] and cache_key(tiny_cfg, 0, "budget") != cache_key(cfg64, 0, "budget")
