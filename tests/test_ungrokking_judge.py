@@ -153,3 +153,27 @@ def test_a_settled_job_stops_before_its_cap(tmp_path, monkeypatch):
     assert ug.ungrok(job) == h                                  # stopped: read back from its checkpoint
     row = ug.run_rows([job], [h], {"settle_decay_times": 0.06, "settle_acc_tol": 1.0}, lr=3e-3)[0]
     assert row["settled"] and row["steps"] == 20 and row["step_cap"] == 200
+
+
+def test_settle_stop_and_fixed_budget_give_the_same_verdict_on_a_small_real_setup(tmp_path, monkeypatch):
+    """Compute-aware is not a different experiment: ungrokking at p = 23 (a small MLP grokked on 80%
+    of the pairs, 5 sizes x 5 subset seeds) judged once with runs stopped when settled and once at
+    the fixed 800-step budget gives the same status and claims, midpoints within the protocol's own
+    tolerance for 'the same transition' (criteria.wd_rel_tol), in fewer steps. Measured: midpoints
+    225 [218, 234] settled, 228 [225, 233] fixed; 8,700 steps against 20,000."""
+    from circuits import api
+    monkeypatch.setenv("CIRCUITS_CACHE", str(tmp_path / "cache"))
+    base = ["task.p=23", "task.frac=0.8", "model.d_model=16", "model.d_mlp=64", "optim.lr=0.03", "train.steps=3000",
+            "params.sizes=[60, 100, 160, 250, 400]", "params.subset_seeds=[0,1,2,3,4]",
+            "params.weight_decays=[1.0]", "params.steps=800", "params.eval_every=50", "params.workers=1",
+            "params.n_boot=50"]
+    v = {s: api.run_protocol("ungrokking", "quick", out=tmp_path / s, arch="mlp",
+                             overrides=base + [f"params.stop_when_settled={s}"]) for s in ("true", "false")}
+    settle, fixed = v["true"]["measured"], v["false"]["measured"]
+    assert v["true"]["status"] == v["false"]["status"] == "holds"
+    assert settle["claims"] == fixed["claims"]
+    mids = (settle["D_crit_ungrokking"], fixed["D_crit_ungrokking"])
+    assert max(mids) / min(mids) <= 1 + v["true"]["criteria"]["wd_rel_tol"]
+    assert all(r["steps"] == r["step_cap"] == 800 for r in fixed["runs"])
+    assert sum(r["steps"] for r in settle["runs"]) < 0.6 * sum(r["steps"] for r in fixed["runs"])
+    assert all(r["settled"] or r["steps"] == r["step_cap"] for r in settle["runs"])
