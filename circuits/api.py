@@ -4,7 +4,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from circuits import config, registry
+from circuits import config, registry, validate
 from circuits.errors import CircuitsError
 from circuits.experiment import (LOCK_FILE, check_run_dir, is_run_dir, recorded_config, run_fingerprint, run_lock,
                                  torch_threads)
@@ -29,7 +29,7 @@ def run_protocol(protocol: str, preset: str | None = "quick", *, out: str | Path
     """Resolve the config, run the protocol into its run directory, return the verdict as a dict."""
     cfg = resolve(protocol, preset, arch=arch, p=p, frac=frac, seeds=seeds, device=device,
                   config_file=config_file, overrides=list(overrides))
-    config.validate_run(cfg)                # every check before a run directory is chosen or made
+    validate.validate_run(cfg)                # every check before a run directory is chosen or made
     return run_config(cfg, run_dir_for(cfg, out, fresh))
 
 

@@ -71,7 +71,7 @@ def run(protocol: str = typer.Argument(..., help="a protocol name (see `circuits
     """Run one protocol; writes config.yaml, meta.json, metrics.csv, figure.png/.pdf and verdict.json.
     With --sweep (or a preset's sweep), runs the grid and writes sweep.csv."""
     from circuits import api, sweep
-    from circuits.config import validate_run
+    from circuits.validate import validate_run
     proto = known_protocol(protocol)
     overrides = ([f"params.study={study}"] if study else []) + ([f"train.log={log}"] if log else []) + list(set_)
     cfg = api.resolve(protocol, preset, arch=arch, p=p, frac=frac, seeds=seeds, device=device,
@@ -185,7 +185,7 @@ def dcrit(p: Optional[int] = typer.Option(None, "--p", help="the modulus p"),
     """Estimate D_crit, the training-set size where C_mem and C_gen are equally efficient, with an
     interval per method; writes figure.png and verdict.json (measured: D_crit per method)."""
     from circuits import api
-    from circuits.config import validate_run
+    from circuits.validate import validate_run
     if method not in DCRIT_METHODS:
         hint = did_you_mean(method, DCRIT_METHODS).strip()
         raise CircuitsError(f"--method must be one of {', '.join(DCRIT_METHODS)}, got {method!r}"

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from circuits import api, cli, registry, store, sweep
-from circuits.config import resolve, validate_run
+from circuits.config import resolve
+from circuits.validate import validate_run
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 import pytest
 
-from circuits.config import Config, check_like, from_dict, parse_override, protocol_fields, read_value, resolve
+from circuits.config import Config, from_dict, parse_override, protocol_fields, read_value, resolve
+from circuits.validate import check_like
 from circuits.errors import CircuitsError
 
 PRESETS = {"quick": {"task": {"p": 47}, "model": {"d_model": 64},
