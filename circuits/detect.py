@@ -64,6 +64,35 @@ def plateaus(history: list[dict], key: str, lo: float, hi: float, min_steps: int
     return out
 
 
+def settle_window(lr: float, wd: float, decay_times: float) -> float:
+    """decay_times decay times 1 / (lr * wd), in steps (inf without weight decay)."""
+    return decay_times / (lr * wd) if lr > 0 and wd > 0 else float("inf")
+
+
+def settled(history: list[dict], window: float, tol: float, key: str = "test_acc", relative: bool = False) -> bool:
+    """Did the run settle: over its last `window` steps (it must have run that long) `key` moved at
+    most tol (relative: at most tol times its largest magnitude there)?"""
+    if not history or history[-1]["step"] - history[0]["step"] < window:
+        return False
+    last = [r for r in history if r["step"] >= history[-1]["step"] - window]
+    vals = [r[key] for r in last if r.get(key) is not None]
+    if not vals:
+        return False
+    spread = max(vals) - min(vals)
+    return spread <= tol * max(abs(v) for v in vals) if relative else spread <= tol
+
+
+def settle_stop(window: float, tol: float, keys: tuple[str, ...] = ("test_acc",), relative: bool = False):
+    """A stop rule for circuits.train: True once every key has settled over the last `window` steps.
+    It keeps the rows it has seen (a resumed run shows it its earlier rows first)."""
+    seen = []
+
+    def stop(row: dict) -> bool:
+        seen.append(row)
+        return all(settled(seen, window, tol, k, relative) for k in keys)
+    return stop
+
+
 def combine(statuses: list[str]) -> str:
     """One status for many runs: any diverged > any fails > any inconclusive > holds."""
     for s in ("diverged", "fails", "inconclusive"):

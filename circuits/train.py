@@ -4,7 +4,8 @@ divergence, checkpoints.
 A run is a list of `Phase`s. Each has its own step budget and may swap the training set (e.g. a
 nested subset, for ungrokking), the weight decay or the learning rate, and may restart the
 optimiser. Every `eval_every` steps (and at each phase's end) the model is measured on train and
-test (`metrics.evaluate`); `stop(row)` may end the run there. A non-finite loss ends it as
+test (`metrics.evaluate`); `stop(row)` may end the run there (a resumed run first shows it the rows
+it already has, so a rule over a window of rows decides as in an unbroken run). A non-finite loss ends it as
 `diverged`. With a checkpoint path the run saves itself every `checkpoint_every` steps and a
 re-run with the same path resumes where it stopped, with the same numbers as an unbroken run.
 A checkpoint carries a fingerprint of what produced it (optimiser and step config, phases, seed,
@@ -173,6 +174,8 @@ def _train(model, data: Dataset, optim: OptimConfig, cfg: TrainConfig, *, phases
         opt = make_optimizer(model.parameters(), optim, _opt_wd(ph, optim), ph.lr or optim.lr)
         opt.load_state_dict(ck["opt"])
         t_start -= res.seconds
+        for row in res.history if stop is not None else []:
+            stop(row)           # a rule that looks back over a window sees what it saw before the kill
 
     def record(phase_i: int) -> bool:
         """Evaluate, append a row, report progress; True if the run must end here."""

@@ -38,7 +38,7 @@ import numpy as np
 from circuits import plots
 from circuits.cache import trained
 from circuits.config import Config, protocol_fields, to_dict
-from circuits.detect import Verdict, claims_from, combine, first_step
+from circuits.detect import Verdict, claims_from, combine, first_step, settle_stop, settle_window, settled
 from circuits.experiment import begin, build, finish, setup
 from circuits.fit import Estimate, agree, fit_transition, inside, intervals_overlap, over_seeds, sensitivity, status
 from circuits.parallel import pmap
@@ -100,21 +100,6 @@ def subset_size(x: float, p: int, n_train: int) -> int:
     return max(1, min(sizes_from([x], p * p)[0], n_train))
 
 
-def settle_window(lr: float, wd: float, decay_times: float) -> float:
-    """decay_times decay times 1 / (lr * wd), in steps."""
-    return decay_times / (lr * wd) if lr > 0 and wd > 0 else float("inf")
-
-
-def settled(history: list[dict], window: float, acc_tol: float) -> bool:
-    """Did the run settle: over its last `window` steps (it must have run that long) test accuracy
-    moved at most acc_tol?"""
-    if not history or history[-1]["step"] - history[0]["step"] < window:
-        return False
-    last = [r for r in history if r["step"] >= history[-1]["step"] - window]
-    acc = [r["test_acc"] for r in last if "test_acc" in r]
-    return bool(acc) and max(acc) - min(acc) <= acc_tol
-
-
 def ungrok(job: Job) -> list[dict]:
     """Continue the grokked network on its nested subset; the history of evaluations."""
     cfg = job.cfg
@@ -137,19 +122,12 @@ def being_trained(job: Job) -> bool:
 
 
 def settle_rule(job: Job):
-    """The stop rule of a job that stops once settled (None: it runs to its cap). It sees every
-    evaluation row; resuming, the rows before the interruption are read from the checkpoint."""
+    """The stop rule of a job that stops once settled (None: it runs to its cap): test accuracy
+    moved at most settle.acc_tol over the last settle.decay_times decay times."""
     if not job.settle:
         return None
-    seen = []
-    if job.checkpoint and os.path.exists(job.checkpoint):
-        seen += load_torch(job.checkpoint)["result"]["history"]
-    window = settle_window(job.cfg.optim.lr, job.weight_decay, job.settle["decay_times"])
-
-    def stop(row):
-        seen.append(row)
-        return settled(seen, window, job.settle["acc_tol"])
-    return stop
+    return settle_stop(settle_window(job.cfg.optim.lr, job.weight_decay, job.settle["decay_times"]),
+                       job.settle["acc_tol"])
 
 
 def jobs_for(cfg: Config, seed: int, model_path, n_train: int) -> list[Job]:

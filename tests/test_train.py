@@ -174,3 +174,26 @@ def test_model_dtype_float64_starts_from_the_float32_init_and_trains_close_to_it
     assert abs(r64.history[1]["train_loss"] - r32.history[1]["train_loss"]) < 1e-4
     fp = [checkpoint_fingerprint(m, data, tiny_cfg.optim, tiny_cfg.train, [Phase(40)], 0) for m in (m32, m64)]
     assert fp[0] != fp[1] and cache_key(tiny_cfg, 0, "budget") != cache_key(cfg64, 0, "budget")
+
+
+def test_a_window_stop_rule_decides_after_a_resume_as_in_an_unbroken_run(tiny_cfg, tmp_path):
+    """A settle rule looks back over a window of rows; a run killed half-way and resumed shows the
+    rule its earlier rows first, so it stops at the same step with the same history."""
+    from circuits.detect import settle_stop
+    tiny_cfg.train.steps, tiny_cfg.train.eval_every, tiny_cfg.train.checkpoint_every = 400, 10, 20
+    rule = lambda: settle_stop(window=60, tol=1.0, keys=("train_acc",))     # any change counts: stops at step 60
+    whole, _, _ = _run(tiny_cfg, stop=rule(), checkpoint=tmp_path / "a.pt")
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_40(step, total, row):
+        if step == 40:
+            raise Killed
+    try:
+        _run(tiny_cfg, stop=rule(), checkpoint=tmp_path / "b.pt", progress=kill_at_40)
+    except Killed:
+        pass
+    resumed, _, _ = _run(tiny_cfg, stop=rule(), checkpoint=tmp_path / "b.pt")
+    assert whole.status == resumed.status == "stopped" and whole.step == resumed.step == 60
+    assert _strip(resumed.history) == _strip(whole.history)
