@@ -7,7 +7,11 @@ Circuits in isolation, one network each (kept in the trained-circuit cache, circ
   C_gen at size D: trained on D true-label pairs where it generalises (D >= the from-scratch
     threshold), for params.gen_steps steps; a network whose final test accuracy is below
     criteria.gen_test_acc_min is not a C_gen network and is left out (reported).
-Both run to (near) the weight-decay equilibrium, so the init's random weights are gone. Along
+Both run to (near) the weight-decay equilibrium, so the init's random weights are gone: for the
+step budget, or (params.stop_when_settled, compute-aware) until their parameter norm and mean
+correct-class train logit each moved at most params.settle_norm_tol (relative) over the last
+params.settle_decay_times decay times 1 / (lr wd), with the budget as a cap; every network records
+whether it settled (measured.n_settled, hit_step_cap). Along
 training the parameter norm and the mean correct-class train logit are recorded (the norm-vs-logit
 curves). The *norm at the target logit* (params.target_logit) of a trained network is read by
 rescaling it: all parameters times c, the smallest c at which the mean correct-class train logit
@@ -40,7 +44,7 @@ from scipy.stats import spearmanr
 from circuits import plots
 from circuits.cache import entry_path, trained
 from circuits.config import Config, protocol_fields
-from circuits.detect import Verdict, claims_from, combine
+from circuits.detect import Verdict, claims_from, combine, settle_stop, settle_window, settled
 from circuits.fit import Estimate, below, inside, over_seeds, sensitivity, status
 from circuits.experiment import begin, finish
 from circuits.metrics import correct_logit, param_norm
@@ -51,7 +55,9 @@ from circuits.tasks import frac_for, sizes_from
 NAME = "efficiency"
 CLAIM = "at a fixed logit C_mem's parameter norm rises with D while C_gen's stays flat; they cross at D_crit"
 DEFAULTS = {"mem_sizes": [0.05, 0.1, 0.2, 0.3, 0.4], "gen_sizes": [0.45, 0.6, 0.8], "target_logit": 20.0,
-            "steps": 3000, "gen_steps": None, "eval_every": 100, "n_boot": 500, "workers": None}
+            "steps": 3000, "gen_steps": None, "eval_every": 100, "n_boot": 500, "workers": None,
+            "stop_when_settled": False, "settle_decay_times": 3.0, "settle_norm_tol": 0.01}
+SETTLE_KEYS = ("param_norm", "train_logit")    # what must be steady for a network to count as settled
 CRITERIA = {"gen_exponent_band": 0.1, "gen_test_acc_min": 0.99, "mem_train_acc_min": 0.99}
 
 MEM_RISES = "C_mem's parameter norm at a fixed logit rises with D (exponent above the flat band)"
@@ -67,17 +73,27 @@ class Job:
     size: int
     seed: int
     target: float
+    window: float            # settle_decay_times decay times, in steps
+    norm_tol: float
+    stop_when_settled: bool
+
+    @property
+    def stop_name(self) -> str:
+        """The cache entry's stop rule: the whole budget, or until settled (its own entry)."""
+        return f"settled-{self.window:g}-{self.norm_tol:g}" if self.stop_when_settled else "budget"
 
 
 def jobs_for(cfg: Config) -> list[Job]:
     p = protocol_fields(cfg.params, DEFAULTS, "params")
+    window = settle_window(cfg.optim.lr, cfg.optim.weight_decay, p["settle_decay_times"])
     out = []
     for kind, xs, steps in (("mem", p["mem_sizes"], p["steps"]), ("gen", p["gen_sizes"], p["gen_steps"] or p["steps"])):
         for size in sizes_from(xs, cfg.task.p ** 2):
             for seed in cfg.seeds:
                 task = replace(cfg.task, frac=frac_for(size, cfg.task.p ** 2), random_labels=kind == "mem")
                 train = replace(cfg.train, steps=steps, eval_every=p["eval_every"])
-                out.append(Job(replace(cfg, task=task, train=train), kind, size, seed, p["target_logit"]))
+                out.append(Job(replace(cfg, task=task, train=train), kind, size, seed, p["target_logit"], window,
+                               p["settle_norm_tol"], p["stop_when_settled"]))
     return out
 
 
@@ -110,21 +126,26 @@ def norm_at_logit(model, data, target: float, lo: float = 1e-2, hi: float = 1e2,
     return {"norm_at_target": c * param_norm(model), "scale": c, "logit": logit, "kappa": kappa}
 
 
-def network_name(job: Job) -> str:
-    return f"{job.kind}-D{job.size}-seed{job.seed}"          # as in metrics.csv
+def network_name(job) -> str:
+    """A network's name (as in metrics.csv) from its Job or its measured row."""
+    kind, size, seed = (job.kind, job.size, job.seed) if isinstance(job, Job) else (job["kind"], job["D"], job["seed"])
+    return f"{kind}-D{size}-seed{seed}"
 
 
 def networks(cfg: Config, prefix: str = "") -> dict:
     """name -> cache file of every circuit network of cfg (for the run directory's networks/)."""
-    return {prefix + network_name(j): entry_path(j.cfg, j.seed, "budget") for j in jobs_for(cfg)}
+    return {prefix + network_name(j): entry_path(j.cfg, j.seed, j.stop_name) for j in jobs_for(cfg)}
 
 
 def train_circuit(job: Job) -> dict:
     """Train (or load from the cache) one circuit network and measure it."""
-    t, _ = trained(job.cfg, job.seed, stop_name="budget", quiet=True,
+    stop = settle_stop(job.window, job.norm_tol, SETTLE_KEYS, relative=True) if job.stop_when_settled else None
+    t, _ = trained(job.cfg, job.seed, stop=stop, stop_name=job.stop_name, quiet=True,
                    label=f"C_{job.kind} D={job.size} seed {job.seed}")
     h = t.result.history
-    return {"kind": job.kind, "D": job.size, "seed": job.seed, "final_train_acc": h[-1]["train_acc"],
+    return {"kind": job.kind, "D": job.size, "seed": job.seed, "steps": h[-1]["step"], "step_cap": job.cfg.train.steps,
+            "settled": all(settled(h, job.window, job.norm_tol, k, relative=True) for k in SETTLE_KEYS),
+            "final_train_acc": h[-1]["train_acc"],
             "final_test_acc": h[-1].get("test_acc"), "final_norm": h[-1]["param_norm"],
             "curve": [(r["step"], r["param_norm"], r["train_logit"]) for r in h],
             **norm_at_logit(t.model, t.data, job.target)}
@@ -193,7 +214,11 @@ def analyse(results: list[dict], crit: dict, n_boot: int, p_mod: int) -> tuple[s
     gen = [r for r in results if r["kind"] == "gen" and usable(r, crit)]
     left_out = [{k: r[k] for k in ("kind", "D", "seed", "final_train_acc", "final_test_acc")}
                 for r in results if not usable(r, crit)]
-    m = {"n_mem": len(mem), "n_gen": len(gen), "left_out": left_out, "per_size": per_size(results)}
+    m = {"n_mem": len(mem), "n_gen": len(gen), "left_out": left_out, "per_size": per_size(results),
+         "n_settled": sum(bool(r.get("settled")) for r in results),
+         "hit_step_cap": [network_name(r) for r in results if r.get("settled") is False],
+         "runs": [{"name": network_name(r), **{k: r[k] for k in ("steps", "step_cap", "settled") if k in r}}
+                  for r in results]}
     if len({r["D"] for r in mem}) < 2 or len({r["D"] for r in gen}) < 2:
         claims = {MEM_RISES: "inconclusive", GEN_FLAT: "inconclusive", GEN_BELOW: "inconclusive"}
         return "inconclusive", {**m, "claims": claims_from(claims),
@@ -252,8 +277,8 @@ def run(cfg: Config, run_dir) -> Verdict:
                 "target_logit": p["target_logit"], **measured}
     verdict = Verdict(NAME, CLAIM, status, measured, crit, seeds=list(cfg.seeds))
     figure(cfg, results, measured, status, run_dir)
-    histories = {f"{r['kind']}-D{r['D']}-seed{r['seed']}": [{"step": s, "param_norm": n, "train_logit": lg}
-                                                            for s, n, lg in r["curve"]] for r in results}
+    histories = {network_name(r): [{"step": s, "param_norm": n, "train_logit": lg} for s, n, lg in r["curve"]]
+                 for r in results}
     return finish(cfg, run_dir, verdict, histories, started, networks(cfg))
 
 

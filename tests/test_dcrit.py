@@ -178,3 +178,22 @@ def test_cli_dcrit_bad_input_is_one_line(tmp_path):
                       (["--wd", "0,1"], "must be > 0")):
         r = cli("dcrit", *args, "--out", str(tmp_path / "d"))
         assert r.returncode == 2 and r.stderr.startswith("error: ") and r.stderr.count("\n") == 1 and msg in r.stderr
+
+
+def test_efficiency_networks_stopped_when_settled_measure_as_the_full_budget(tmp_path, monkeypatch):
+    """Compute-aware efficiency: a network stops once its norm and train logit are steady over 3
+    decay times (cap: the budget) and records it; its norm at the target logit is the full budget's
+    to 1%, in fewer steps. Measured: 2,050 / 2,300 / 2,750 steps against 3 x 3,000; norms at the
+    target 14.611 / 18.981 / 25.896 against 14.604 / 18.934 / 25.785."""
+    monkeypatch.setenv("CIRCUITS_CACHE", str(tmp_path / "cache"))
+    base = ["model.d_model=16", "model.d_mlp=32", "task.p=13", "seeds=[0]", "optim.lr=0.01", "params.mem_sizes=[20,50]",
+            "params.gen_sizes=[120]", "params.steps=3000", "params.gen_steps=3000", "params.eval_every=50", "params.n_boot=20", "params.workers=1"]
+    v = {s: api.run_protocol("efficiency", "quick", out=tmp_path / s, overrides=base + [f"params.stop_when_settled={s}"])
+         for s in ("true", "false")}
+    cut, full = v["true"]["measured"], v["false"]["measured"]
+    assert cut["n_settled"] >= 2 and full["n_settled"] >= cut["n_settled"]
+    for name, a in cut["per_size"].items():
+        b = full["per_size"][name]["norm_at_target"]
+        assert a["norm_at_target"][0] == pytest.approx(b[0], rel=0.01), name
+    steps = {s: [r["steps"] for r in v[s]["measured"]["runs"]] for s in ("true", "false")}
+    assert steps["false"] == [3000] * 3 and sum(steps["true"]) < 0.8 * sum(steps["false"])
