@@ -143,10 +143,13 @@ def plan(cfg) -> str:
     """The first line of a run: which model, p, split, seeds and protocol sizes it is about to train."""
     from circuits.config import describe
     shape = describe(cfg.model)
-    sizes = {k: v for k, v in cfg.params.items() if k in ("sizes", "subset_seeds", "weight_decays", "method")}
+    keys = ("sizes", "mem_sizes", "gen_sizes", "subset_seeds", "weight_decays", "method")
+    pick = lambda d: ", ".join(f"{k} {v}" for k, v in d.items() if k in keys)                     # noqa: E731
+    parts = [pick(cfg.params)] + [f"{m}: {pick(cfg.params[m])}" for m in ("sweep", "ungrokking", "efficiency")
+                                  if isinstance(cfg.params.get(m), dict) and pick(cfg.params[m])]
     return (f"{cfg.protocol} ({cfg.preset} preset): {shape}, {cfg.optim.name} lr {cfg.optim.lr:g} wd "
             f"{cfg.optim.weight_decay:g}; p = {cfg.task.p}, frac {cfg.task.frac:g}, seeds {cfg.seeds}"
-            + (f"; {', '.join(f'{k} {v}' for k, v in sizes.items())}" if sizes else ""))
+            + "".join(f"; {x}" for x in parts if x))
 
 
 def _run_and_report(cfg, run_dir) -> dict:

@@ -2,11 +2,13 @@
 `budget(cfg)`: [(training examples per step, steps, worker processes sharing such runs)], every
 run to its cap; `default_budget`: each seed on the training split, one process) times this machine's
 measured time per step (a few real full-batch steps of the run's model at the smallest and largest
-batch, interpolated linearly in the batch size), divided over the worker processes it will use.
+batch, interpolated linearly in the batch size, on the torch threads each worker process will have:
+circuits.parallel gives each cores // workers), divided over the worker processes it will use.
 Runs that stop early (settled, grokked) take less: it is a bound, said as such.
 """
 from __future__ import annotations
 
+import os
 import time
 
 import torch
@@ -19,9 +21,10 @@ from circuits.train import make_optimizer
 TIMED_STEPS = 3
 
 
-def step_seconds(cfg: Config, n: int) -> float:
-    """Seconds per full-batch training step of cfg's model on n examples, measured here."""
-    with torch_threads(cfg.train.threads):
+def step_seconds(cfg: Config, n: int, threads: int | None = None) -> float:
+    """Seconds per full-batch training step of cfg's model on n examples, measured here (on `threads`
+    torch threads; default: the config's)."""
+    with torch_threads(cfg.train.threads if threads is None else threads):
         model, data = build(cfg, 0, "cpu")
         idx = data.train_idx[:n] if n <= len(data.train_idx) else torch.randint(len(data.tokens), (n,))
         x, y = data.tokens[idx], data.labels[idx]                          # [n, n_ctx], [n]
@@ -55,10 +58,13 @@ def upper_bound(cfg: Config, module) -> float | None:
         return None
     sizes = sorted({n for n, _, _ in plan})
     lo, hi = sizes[0], sizes[-1]
-    t_lo = step_seconds(cfg, lo)
-    t_hi = step_seconds(cfg, hi) if hi != lo else t_lo
-    per = lambda n: t_lo + (t_hi - t_lo) * (n - lo) / (hi - lo) if hi != lo else t_lo   # noqa: E731
-    return sum(per(n) * steps / max(1, workers) for n, steps, workers in plan)
+    per = {}                                        # workers -> seconds per step as a function of n
+    for workers in {w for _, _, w in plan}:
+        threads = cfg.train.threads if workers <= 1 else max(1, (os.cpu_count() or 1) // workers)
+        t_lo = step_seconds(cfg, lo, threads)
+        t_hi = step_seconds(cfg, hi, threads) if hi != lo else t_lo
+        per[workers] = (lambda n, a=t_lo, b=t_hi: a + (b - a) * (n - lo) / (hi - lo) if hi != lo else a)
+    return sum(per[workers](n) * steps / max(1, workers) for n, steps, workers in plan)
 
 
 def said(seconds: float | None) -> str:

@@ -34,6 +34,8 @@ overlap is reported, not judged.
 """
 from __future__ import annotations
 
+import os
+
 from dataclasses import replace
 from pathlib import Path
 
@@ -98,13 +100,49 @@ def from_fit(fit, n_all: int, **extra) -> dict:
     return estimate(fit.mid, n_all, lo=fit.lo, hi=fit.hi, rise=rise, fit=fit, **extra)
 
 
-def by_sweep(cfg: Config, p: dict, wd: float) -> dict:
-    """From scratch at every size x seed for the budget; the fit of final test accuracy against D."""
+def sweep_jobs(cfg: Config, p: dict, wd: float) -> list:
+    """The from-scratch runs of the sweep method at one weight decay (semigrokking's jobs)."""
     sp = {**DEFAULTS["sweep"], **p["sweep"]}
     sub = replace(cfg, protocol="semigrokking", params={}, criteria={},
                   optim=replace(cfg.optim, weight_decay=wd),
                   train=replace(cfg.train, steps=scaled(sp["steps"], cfg, wd), eval_every=sp["eval_every"]))
-    jobs = semigrokking.scratch_jobs(sub, sizes_from(sp["sizes"], cfg.task.p ** 2))
+    return semigrokking.scratch_jobs(sub, sizes_from(sp["sizes"], cfg.task.p ** 2))
+
+
+def ungrokking_config(cfg: Config, p: dict, wds: list[float]) -> Config:
+    """The ungrokking protocol's config for the ungrokking method (one grokked network per grok seed)."""
+    params = {**p["ungrokking"], "weight_decays": wds, "equal_decay_budget": True}
+    grok_seeds = params.pop("grok_seeds", None) or cfg.seeds      # the grokked networks (subset seeds vary too)
+    return replace(cfg, protocol="ungrokking", params=params, criteria={}, seeds=list(grok_seeds))
+
+
+def efficiency_config(cfg: Config, p: dict, wd: float) -> Config:
+    """The efficiency protocol's config for the efficiency method at one weight decay."""
+    ep = protocol_fields(p["efficiency"], efficiency.DEFAULTS, "params.efficiency")
+    steps, gen_steps = ep["steps"], ep["gen_steps"] or ep["steps"]
+    return replace(cfg, protocol="efficiency", criteria={}, optim=replace(cfg.optim, weight_decay=wd),
+                   params={**p["efficiency"], "steps": scaled(steps, cfg, wd), "gen_steps": scaled(gen_steps, cfg, wd)})
+
+
+def budget(cfg: Config) -> list[tuple[int, int, int]]:
+    """Every run of every method at its step cap, for the run's time bound (circuits.estimate)."""
+    p = protocol_fields(cfg.params, DEFAULTS, "params")
+    methods, wds = methods_of(p), weight_decays(cfg, p)
+    workers = p["workers"] or os.cpu_count() or 1
+    plan = []
+    if "sweep" in methods:
+        plan += [(j.size, j.cfg.train.steps, workers) for wd in wds for j in sweep_jobs(cfg, p, wd)]
+    if "ungrokking" in methods:
+        plan += ungrokking.budget(ungrokking_config(cfg, p, wds))
+    if "efficiency" in methods:
+        plan += [x for wd in wds for x in efficiency.budget(efficiency_config(cfg, p, wd))]
+    return plan
+
+
+def by_sweep(cfg: Config, p: dict, wd: float) -> dict:
+    """From scratch at every size x seed for the budget; the fit of final test accuracy against D."""
+    sp = {**DEFAULTS["sweep"], **p["sweep"]}
+    jobs = sweep_jobs(cfg, p, wd)
     hists = semigrokking.run_scratch(jobs, p["workers"], f"dcrit sweep {cfg.model.arch} wd {wd:g}")
     D, acc = [j.size for j in jobs], [h[-1].get("test_acc", 0.0) for h in hists]
     fit = fit_transition(D, acc, [j.seed for j in jobs], n_boot=sp["n_boot"])
@@ -115,10 +153,7 @@ def by_sweep(cfg: Config, p: dict, wd: float) -> dict:
 
 def by_ungrokking(cfg: Config, p: dict, wds: list[float]) -> dict[float, dict]:
     """The ungrokking protocol's measurement (one grokked network per seed, every wd on its subsets)."""
-    params = {**p["ungrokking"], "weight_decays": wds, "equal_decay_budget": True}
-    grok_seeds = params.pop("grok_seeds", None) or cfg.seeds      # the grokked networks (subset seeds vary too)
-    sub = replace(cfg, protocol="ungrokking", params=params, criteria={}, seeds=list(grok_seeds))
-    m = ungrokking.measure(sub)
+    m = ungrokking.measure(ungrokking_config(cfg, p, wds))
     out = {}
     for wd in wds:
         s = m.per_wd.get(wd)
@@ -136,9 +171,7 @@ def by_ungrokking(cfg: Config, p: dict, wds: list[float]) -> dict[float, dict]:
 
 def by_efficiency(cfg: Config, p: dict, wd: float) -> dict:
     ep = protocol_fields(p["efficiency"], efficiency.DEFAULTS, "params.efficiency")
-    steps, gen_steps = ep["steps"], ep["gen_steps"] or ep["steps"]
-    sub = replace(cfg, protocol="efficiency", criteria={}, optim=replace(cfg.optim, weight_decay=wd),
-                  params={**p["efficiency"], "steps": scaled(steps, cfg, wd), "gen_steps": scaled(gen_steps, cfg, wd)})
+    sub = efficiency_config(cfg, p, wd)
     results = efficiency.measure(sub, f"dcrit efficiency wd {wd:g}")
     crit = protocol_fields({}, efficiency.CRITERIA, "criteria")
     status_, m = efficiency.analyse(results, crit, ep["n_boot"], cfg.task.p)

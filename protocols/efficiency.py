@@ -33,6 +33,7 @@ measured.sensitivity re-judges the three claims (combined) at 0.5x-2x the band.
 """
 from __future__ import annotations
 
+import os
 import statistics
 from dataclasses import dataclass, replace
 
@@ -256,6 +257,12 @@ def per_size(rows: list[dict]) -> dict:
                                   "logit": [r["logit"] for r in sel], "final_norm": [r["final_norm"] for r in sel],
                                   "kappa": [r["kappa"] for r in sel]}
     return out
+
+
+def budget(cfg: Config) -> list[tuple[int, int, int]]:
+    """Every circuit network at its step cap, for the run's time bound (circuits.estimate)."""
+    workers = protocol_fields(cfg.params, DEFAULTS, "params")["workers"] or os.cpu_count() or 1
+    return [(j.size, j.cfg.train.steps, workers) for j in jobs_for(cfg)]
 
 
 def measure(cfg: Config, label: str = "efficiency") -> list[dict]:

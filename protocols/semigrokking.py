@@ -18,6 +18,8 @@ Holds when at least criteria.min_semi_runs runs are semi or transient.
 """
 from __future__ import annotations
 
+import os
+
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -108,6 +110,13 @@ def scratch_jobs(cfg: Config, sizes: list[int]) -> list[Job]:
             c = replace(cfg, task=replace(cfg.task, frac=frac_for(size, n_all)))
             jobs.append(Job(c, size, seed))
     return jobs
+
+
+def budget(cfg: Config) -> list[tuple[int, int, int]]:
+    """Every run from scratch at its step cap, for the run's time bound (circuits.estimate)."""
+    p = protocol_fields(cfg.params, DEFAULTS, "params")
+    workers = p["workers"] or os.cpu_count() or 1
+    return [(j.size, j.cfg.train.steps, workers) for j in scratch_jobs(cfg, sizes_for(cfg, p)[0])]
 
 
 def run_scratch(jobs: list[Job], workers: int | None, label: str) -> list[list[dict]]:

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from circuits import plots
-from circuits.cache import trained
+from circuits.cache import entry_path, trained
 from circuits.config import Config, protocol_fields, to_dict
 from circuits.detect import Verdict, claims_from, combine, first_step, settle_stop, settle_window, settled
 from circuits.experiment import begin, build, finish, setup
@@ -354,7 +354,8 @@ def budget(cfg: Config) -> list[tuple[int, int, int]]:
     p = params(cfg)
     n_train = max(1, round(cfg.task.frac * cfg.task.p ** cfg.task.k))
     workers = p["workers"] or os.cpu_count() or 1
-    plan = [(n_train, cfg.train.steps, 1)] * len(cfg.seeds)
+    _, grok = grokked_rule(protocol_fields(cfg.criteria, CRITERIA, "criteria")["pretrain_test_acc"])
+    plan = [(n_train, cfg.train.steps, 1) for seed in cfg.seeds if not entry_path(cfg, seed, grok).exists()]
     for job in jobs_for(cfg, cfg.seeds[0], "budget", n_train):
         plan += [(job.size, job.steps, workers)] * len(cfg.seeds)
     return plan

@@ -127,7 +127,7 @@ def test_help_and_list_do_not_import_torch_or_the_protocols(args):
 def test_the_first_line_says_what_will_train_and_bounds_the_time(tmp_path, capsys, monkeypatch):
     """A run's first line names the protocol, preset, model, p, seeds and sizes, and (for protocols
     that state their budget) an upper bound on the time measured from real steps of the model."""
-    from circuits import api, estimate, registry
+    from circuits import api, cache, estimate, registry
     cfg = api.resolve("ungrokking", None, arch="transformer", p=113)
     line = cli_module.plan(cfg)
     assert line.startswith("ungrokking (paper preset): 1-layer transformer d_model 128") and "p = 113" in line
@@ -137,10 +137,18 @@ def test_the_first_line_says_what_will_train_and_bounds_the_time(tmp_path, capsy
     assert len(plan) == 1 + 7 * 5 and plan[0] == (3831, 40000, 1)             # grok, then 7 sizes x 5 seeds
     assert sorted({n for n, _, _ in plan[1:]}) == [390, 490, 616, 774, 973, 1222, 1494]
     assert all(steps == 30000 and w >= 1 for _, steps, w in plan[1:])
-    monkeypatch.setattr(estimate, "step_seconds", lambda c, n: 0.001 * n / 100)     # 1 ms per 100 examples
+    monkeypatch.setattr(estimate, "step_seconds", lambda c, n, threads=None: 0.001 * n / 100)   # 1 ms per 100 examples
     want = sum(0.001 * n / 100 * steps / w for n, steps, w in plan)
     assert estimate.upper_bound(cfg, module) == pytest.approx(want)
-    assert estimate.upper_bound(api.resolve("dcrit", "quick"), registry.get("dcrit").module) is None
+    monkeypatch.setenv("CIRCUITS_CACHE", str(tmp_path / "cache"))
+    grok = cache.entry_path(cfg, 0, module.grokked_rule(0.99)[1])               # a grokked network in the cache
+    grok.parent.mkdir(parents=True)
+    grok.touch()
+    assert module.budget(cfg) == plan[1:]                                       # is not trained again
+    dcrit = api.resolve("dcrit", "quick")                                       # all three methods
+    assert "ungrokking: sizes [0.1, 0.15, 0.21, 0.28, 0.4]" in cli_module.plan(dcrit)
+    assert len(registry.get("dcrit").module.budget(dcrit)) == 6 * 2 + 1 + 5 * 5 + 4 * 2
+    assert estimate.upper_bound(api.resolve("mixture", "quick"), registry.get("mixture").module) is None
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit):
         cli_module.main(["run", "grokking", "--arch", "mlp", "--p", "11", "--set", "train.steps=20", "--out", "r"])
