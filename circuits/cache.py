@@ -93,9 +93,10 @@ def read_entry(path: Path, model) -> Result | None:
 
 
 def trained(cfg: Config, seed: int, stop=None, stop_name: str = "budget", label: str | None = None,
-            quiet: bool = False) -> tuple[Trained, Path]:
+            quiet: bool = False, live: Path | str | None = None) -> tuple[Trained, Path]:
     """The network `cfg` trains from `seed` until `stop` (named `stop_name`) or its budget, from the
-    cache when it is there; returns it and its cache file."""
+    cache when it is there; returns it and its cache file. With `live`, a CSV there gets each
+    evaluation row as it is computed (a run directory's live/ folder: readable while it trains)."""
     with torch_threads(cfg.train.threads):
         device = resolve_device(cfg.train.device)
         model, data = build(cfg, seed, device)
@@ -108,16 +109,16 @@ def trained(cfg: Config, seed: int, stop=None, stop_name: str = "budget", label:
         with locked(folder / ".lock", waiting=f"cache entry {folder} is being trained by {{holder}}; waiting for it"):
             result = read_entry(path, model)        # trained by the process we waited for
             if result is None:
-                result = _train_into(cfg, seed, stop, stop_name, key, model, data, folder, label, quiet)
+                result = _train_into(cfg, seed, stop, stop_name, key, model, data, folder, label, quiet, live)
     return Trained(seed, model, data, result), path
 
 
 def _train_into(cfg: Config, seed: int, stop, stop_name: str, key: str, model, data, folder: Path,
-                label: str | None, quiet: bool) -> Result:
+                label: str | None, quiet: bool, live: Path | str | None = None) -> Result:
     """Train into the cache folder (resuming its checkpoint) and write the entry."""
     bar = Bar(label or f"train {cfg.model.arch} seed {seed} ({stop_name}) into the cache", quiet=quiet)
     result = train(model, data, cfg.optim, cfg.train, stop=stop, checkpoint=folder / "checkpoint.pt",
-                   progress=bar, seed=seed, fingerprint_extra={"cache": key})
+                   progress=experiment.live_progress(bar, live), seed=seed, fingerprint_extra={"cache": key})
     bar.close()
     write_json(folder / "config.json", {**to_dict(cfg), "seed": seed, "stop": stop_name})
     save_torch(folder / "model.pt", {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()},

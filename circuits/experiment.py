@@ -117,11 +117,13 @@ def train_seed(cfg: Config, seed: int, run_dir, *, stop=None, phases: list[Phase
 
 
 LIVE_METRICS = "metrics.live.csv"
+LIVE = "live"                   # run_dir/live/NAME.csv: the networks of cache-based protocols, as they train
 
 
 class LiveMetrics:
-    """A seed's evaluation rows appended to a CSV as they come (readable while the run trains). A
-    resumed run first drops the rows at or after the step it resumes from (they are computed again)."""
+    """A run's evaluation rows appended to a CSV as they come (readable while it trains): a seed's
+    seed{N}/metrics.live.csv, or live/NAME.csv for the networks of cache-based protocols. A resumed
+    run first drops the rows at or after the step it resumes from (they are computed again)."""
 
     def __init__(self, path: Path):
         self.path, self.fields = path, None
@@ -143,6 +145,19 @@ class LiveMetrics:
             return []
         return [r for r in rows if r.get("step", "").isdigit() and int(r["step"]) < step
                 and list(r) == self.fields]
+
+
+def live_progress(bar, live: Path | str | None):
+    """A progress callback: the bar (if any) and, with a path, each evaluation row appended there."""
+    if not live:
+        return bar
+    rows = LiveMetrics(Path(live))
+
+    def progress(step: int, total: int, row: dict) -> None:
+        if bar is not None:
+            bar(step, total, row)
+        rows.add(row)
+    return progress
 
 
 def _cell(v) -> str:

@@ -23,6 +23,7 @@ intervals): criteria.test_acc only ends a run early and defines min_frac, which 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -30,7 +31,7 @@ from circuits import plots
 from circuits.config import Config, deep_merge, from_dict, protocol_fields, to_dict
 from circuits.detect import Verdict, claims_from, combine
 from circuits.errors import CircuitsError
-from circuits.experiment import begin, finish
+from circuits.experiment import LIVE, begin, finish
 from circuits.fit import fit_transition
 from circuits.tasks import sizes_from
 from protocols import semigrokking
@@ -74,7 +75,7 @@ def selected(p: dict) -> dict:
     return {n: p["configs"][n] for n in names}
 
 
-def measure(cfg: Config, p: dict, crit: dict) -> tuple[dict[str, Curve], dict]:
+def measure(cfg: Config, p: dict, crit: dict, live_dir: Path) -> tuple[dict[str, Curve], dict, dict]:
     """Every config x fraction x seed from scratch; one curve per config, and the histories."""
     configs = selected(p)
     n_all = cfg.task.p ** 2
@@ -84,7 +85,7 @@ def measure(cfg: Config, p: dict, crit: dict) -> tuple[dict[str, Curve], dict]:
     for name, over in configs.items():
         sub = config_for(cfg, name, over or {})
         sub.criteria = {"grok_acc": crit["test_acc"]}
-        js = semigrokking.scratch_jobs(sub, sizes)
+        js = semigrokking.live_to(semigrokking.scratch_jobs(sub, sizes), live_dir, f"{name}-")
         jobs += js
         names += [name] * len(js)
     hists = semigrokking.run_scratch(jobs, p["workers"], f"data-efficiency {cfg.model.arch}")
@@ -100,7 +101,9 @@ def measure(cfg: Config, p: dict, crit: dict) -> tuple[dict[str, Curve], dict]:
         curves[name] = Curve(name, fracs, acc, seeds, reached[0] if reached else None,
                              fit.D_mid if inside else None, fit.ci if inside else None)
     histories = {f"{n}-D{j.size}-seed{j.seed}": h for j, h, n in zip(jobs, hists, names)}
-    return curves, histories
+    networks = {k: v for n in configs for k, v in semigrokking.networks(
+        [j for j, m in zip(jobs, names) if m == n], f"{n}-").items()}
+    return curves, histories, networks
 
 
 def better(a: Curve, b: Curve) -> tuple[str, str]:
@@ -138,7 +141,7 @@ def verdict_status(claims: list[dict]) -> str:
 def run(cfg: Config, run_dir) -> Verdict:
     p, crit = protocol_fields(cfg.params, DEFAULTS, "params"), protocol_fields(cfg.criteria, CRITERIA, "criteria")
     started = begin(cfg, run_dir)
-    curves, histories = measure(cfg, p, crit)
+    curves, histories, networks = measure(cfg, p, crit, Path(run_dir) / LIVE)
     claims = judge(curves, p["claims"])
     measured = {"p": cfg.task.p, "arch": cfg.model.arch, "claims": claims_from({c["claim"]: c["status"] for c in claims}),
                 "claim_details": claims,
@@ -147,7 +150,7 @@ def run(cfg: Config, run_dir) -> Verdict:
     status = verdict_status(claims)
     verdict = Verdict(NAME, CLAIM, status, measured, crit, seeds=list(cfg.seeds))
     figure(cfg, curves, crit, run_dir)
-    return finish(cfg, run_dir, verdict, histories, started)
+    return finish(cfg, run_dir, verdict, histories, started, networks)
 
 
 def figure(cfg: Config, curves: dict[str, Curve], crit: dict, run_dir) -> None:

@@ -45,7 +45,7 @@ from circuits import plots
 from circuits.config import Config, protocol_fields
 from circuits.detect import Verdict, claims_from, combine
 from circuits.errors import CircuitsError
-from circuits.experiment import begin, finish
+from circuits.experiment import LIVE, begin, finish
 from circuits.fit import Estimate, agree, below, fit_transition, inside, intervals_overlap, ratio, sensitivity, status
 from circuits.tasks import sizes_from
 from protocols import efficiency, semigrokking, ungrokking
@@ -139,10 +139,10 @@ def budget(cfg: Config) -> list[tuple[int, int, int]]:
     return plan
 
 
-def by_sweep(cfg: Config, p: dict, wd: float) -> dict:
+def by_sweep(cfg: Config, p: dict, wd: float, live_dir: Path) -> dict:
     """From scratch at every size x seed for the budget; the fit of final test accuracy against D."""
     sp = {**DEFAULTS["sweep"], **p["sweep"]}
-    jobs = sweep_jobs(cfg, p, wd)
+    jobs = semigrokking.live_to(sweep_jobs(cfg, p, wd), live_dir, f"sweep-wd{wd:g}-")
     hists = semigrokking.run_scratch(jobs, p["workers"], f"dcrit sweep {cfg.model.arch} wd {wd:g}")
     D, acc = [j.size for j in jobs], [h[-1].get("test_acc", 0.0) for h in hists]
     fit = fit_transition(D, acc, [j.seed for j in jobs], n_boot=sp["n_boot"])
@@ -151,9 +151,9 @@ def by_sweep(cfg: Config, p: dict, wd: float) -> dict:
                     networks=semigrokking.networks(jobs, f"sweep-wd{wd:g}-"))
 
 
-def by_ungrokking(cfg: Config, p: dict, wds: list[float]) -> dict[float, dict]:
+def by_ungrokking(cfg: Config, p: dict, wds: list[float], live_dir: Path) -> dict[float, dict]:
     """The ungrokking protocol's measurement (one grokked network per seed, every wd on its subsets)."""
-    m = ungrokking.measure(ungrokking_config(cfg, p, wds))
+    m = ungrokking.measure(ungrokking_config(cfg, p, wds), live_dir / "ungrokking")
     out = {}
     for wd in wds:
         s = m.per_wd.get(wd)
@@ -169,10 +169,10 @@ def by_ungrokking(cfg: Config, p: dict, wds: list[float]) -> dict[float, dict]:
     return out
 
 
-def by_efficiency(cfg: Config, p: dict, wd: float) -> dict:
+def by_efficiency(cfg: Config, p: dict, wd: float, live_dir: Path) -> dict:
     ep = protocol_fields(p["efficiency"], efficiency.DEFAULTS, "params.efficiency")
     sub = efficiency_config(cfg, p, wd)
-    results = efficiency.measure(sub, f"dcrit efficiency wd {wd:g}")
+    results = efficiency.measure(sub, f"dcrit efficiency wd {wd:g}", live_dir / f"efficiency-wd{wd:g}")
     crit = protocol_fields({}, efficiency.CRITERIA, "criteria")
     status_, m = efficiency.analyse(results, crit, ep["n_boot"], cfg.task.p)
     est = m["estimates"]["D_crit"] if "estimates" in m else Estimate(None)
@@ -234,11 +234,11 @@ def run(cfg: Config, run_dir) -> Verdict:
     started = begin(cfg, run_dir)
     ests: dict[str, dict[float, dict]] = {}
     if "sweep" in methods:
-        ests["sweep"] = {wd: by_sweep(cfg, p, wd) for wd in wds}
+        ests["sweep"] = {wd: by_sweep(cfg, p, wd, run_dir / LIVE) for wd in wds}
     if "ungrokking" in methods:
-        ests["ungrokking"] = by_ungrokking(cfg, p, wds)
+        ests["ungrokking"] = by_ungrokking(cfg, p, wds, run_dir / LIVE)
     if "efficiency" in methods:
-        ests["efficiency"] = {wd: by_efficiency(cfg, p, wd) for wd in wds}
+        ests["efficiency"] = {wd: by_efficiency(cfg, p, wd, run_dir / LIVE) for wd in wds}
     measured, status_ = summarise(cfg, ests, wds, crit)
     verdict = Verdict(NAME, CLAIM, status_, measured, crit, seeds=list(cfg.seeds))
     figure(cfg, ests, wds, run_dir)

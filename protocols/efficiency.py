@@ -36,6 +36,7 @@ from __future__ import annotations
 import os
 import statistics
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -47,7 +48,7 @@ from circuits.cache import entry_path, trained
 from circuits.config import Config, protocol_fields
 from circuits.detect import Verdict, claims_from, combine, settle_stop, settle_window, settled
 from circuits.fit import Estimate, below, inside, over_seeds, sensitivity, status
-from circuits.experiment import begin, finish
+from circuits.experiment import LIVE, begin, finish
 from circuits.metrics import correct_logit, param_norm
 from circuits.parallel import pmap
 from circuits.progress import Bar
@@ -77,6 +78,7 @@ class Job:
     window: float            # settle_decay_times decay times, in steps
     norm_tol: float
     stop_when_settled: bool
+    live: str = ""           # a CSV that gets each evaluation row as it comes (run_dir/live/NAME.csv)
 
     @property
     def stop_name(self) -> str:
@@ -142,7 +144,7 @@ def train_circuit(job: Job) -> dict:
     """Train (or load from the cache) one circuit network and measure it."""
     stop = settle_stop(job.window, job.norm_tol, SETTLE_KEYS, relative=True) if job.stop_when_settled else None
     t, _ = trained(job.cfg, job.seed, stop=stop, stop_name=job.stop_name, quiet=True,
-                   label=f"C_{job.kind} D={job.size} seed {job.seed}")
+                   label=f"C_{job.kind} D={job.size} seed {job.seed}", live=job.live)
     h = t.result.history
     return {"kind": job.kind, "D": job.size, "seed": job.seed, "steps": h[-1]["step"], "step_cap": job.cfg.train.steps,
             "settled": all(settled(h, job.window, job.norm_tol, k, relative=True) for k in SETTLE_KEYS),
@@ -265,9 +267,12 @@ def budget(cfg: Config) -> list[tuple[int, int, int]]:
     return [(j.size, j.cfg.train.steps, workers) for j in jobs_for(cfg)]
 
 
-def measure(cfg: Config, label: str = "efficiency") -> list[dict]:
-    """Train (or load) and measure every C_mem and C_gen network of cfg."""
+def measure(cfg: Config, label: str = "efficiency", live_dir: Path | None = None) -> list[dict]:
+    """Train (or load) and measure every C_mem and C_gen network of cfg (with live_dir, each appends
+    its evaluation rows to live_dir/NAME.csv as they come)."""
     jobs = jobs_for(cfg)
+    for job in jobs if live_dir else []:
+        job.live = str(live_dir / f"{network_name(job)}.csv")
     bar = Bar(f"{label} {cfg.model.arch}: {len(jobs)} circuit networks")
     out = pmap(train_circuit, jobs, protocol_fields(cfg.params, DEFAULTS, "params")["workers"], on_done=bar)
     bar.close()
@@ -277,7 +282,7 @@ def measure(cfg: Config, label: str = "efficiency") -> list[dict]:
 def run(cfg: Config, run_dir) -> Verdict:
     crit, p = protocol_fields(cfg.criteria, CRITERIA, "criteria"), protocol_fields(cfg.params, DEFAULTS, "params")
     started = begin(cfg, run_dir)
-    results = measure(cfg)
+    results = measure(cfg, live_dir=Path(run_dir) / LIVE)
     status, measured = analyse(results, crit, p["n_boot"], cfg.task.p)
     measured.pop("estimates", None)
     measured = {"p": cfg.task.p, "arch": cfg.model.arch, "weight_decay": cfg.optim.weight_decay,

@@ -37,7 +37,7 @@ from circuits import plots
 from circuits.config import Config, protocol_fields
 from circuits.detect import Verdict, claims_from, combine, first_step, value_at
 from circuits.errors import CircuitsError
-from circuits.experiment import begin, build, finish, setup
+from circuits.experiment import LIVE, begin, build, finish, live_progress, setup
 from circuits.parallel import pmap
 from circuits.progress import Bar
 from circuits.train import Phase, train
@@ -63,6 +63,7 @@ class Job:
     schedule: str
     seed: int
     checkpoint: str
+    live: str = ""         # a CSV that gets each evaluation row as it comes (run_dir/live/NAME.csv)
 
     @property
     def name(self) -> str:
@@ -108,7 +109,8 @@ def run_job(job: Job) -> tuple[list[dict], str]:
     res = train(model, data, cfg.optim, cfg.train, phases=phases(job.schedule, cfg.train.steps, cfg.optim.weight_decay,
                                                                  params(cfg)),
                 stop=lambda r: r["train_acc"] >= crit["train_acc"] and r.get("test_acc", 0.0) >= crit["grok_acc"],
-                checkpoint=job.checkpoint, seed=job.seed)
+                checkpoint=job.checkpoint, seed=job.seed,
+                progress=live_progress(None, job.live))
     return res.history, res.status
 
 
@@ -162,7 +164,8 @@ def statuses_of(per_seed: dict) -> dict:
 def run(cfg: Config, run_dir) -> Verdict:
     p, crit = params(cfg), criteria(cfg)
     started = begin(cfg, run_dir)
-    jobs = [Job(cfg, s, seed, str(Path(run_dir) / "jobs" / f"{s}-seed{seed}" / "checkpoint.pt"))
+    jobs = [Job(cfg, s, seed, str(Path(run_dir) / "jobs" / f"{s}-seed{seed}" / "checkpoint.pt"),
+                str(Path(run_dir) / LIVE / f"{s}-seed{seed}.csv"))
             for seed in cfg.seeds for s in ("never", "removed", "late", "always")]   # longest first
     bar = Bar(f"late weight decay {cfg.model.arch}: {len(jobs)} runs")
     results = dict(zip((j.name for j in jobs), pmap(run_job, jobs, p["workers"], on_done=bar)))
@@ -181,7 +184,7 @@ def run(cfg: Config, run_dir) -> Verdict:
                 "sensitivity": sensitivity(status_at, crit, SENSITIVITY)}
     verdict = Verdict(NAME, CLAIM, combine(list(statuses.values())), measured, crit, seeds=list(cfg.seeds))
     figure(cfg, p, hists, statuses, run_dir)
-    return finish(cfg, run_dir, verdict, hists, started)
+    return finish(cfg, run_dir, verdict, hists, started, {j.name: Path(j.checkpoint) for j in jobs})
 
 
 def summary(per_seed: dict) -> dict:

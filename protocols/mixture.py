@@ -67,6 +67,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -76,7 +77,7 @@ from circuits.cache import trained
 from circuits.config import Config, protocol_fields
 from circuits.detect import Verdict, claims_from, combine, first_step, grokking_times
 from circuits.errors import CircuitsError
-from circuits.experiment import begin, finish
+from circuits.experiment import LIVE, begin, finish
 from circuits.metrics import all_logits
 from protocols.grokking import sensitivity
 from protocols.simulation import log_steps
@@ -130,13 +131,16 @@ def mem_config(cfg: Config, p: dict) -> Config:
     return dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, weight_decay=p["mem_weight_decay"]))
 
 
-def circuits(cfg: Config, seed: int, p: dict, crit: dict):
-    """(C_mem, C_gen, their cache files by name) for one seed, from the cache (trained there if absent)."""
+def circuits(cfg: Config, seed: int, p: dict, crit: dict, live_dir: Path | None = None):
+    """(C_mem, C_gen, their cache files by name) for one seed, from the cache (trained there if absent;
+    with live_dir, their evaluation rows go to live_dir/NAME.csv as they come)."""
     stop, name = grokked_rule(crit["gen_test_acc"])        # the ungrokking protocol's: a shared cache entry
-    gen, gen_path = trained(cfg, seed, stop=stop, stop_name=name, label=f"C_gen {cfg.model.arch} seed {seed} (cached)")
+    live = (lambda n: live_dir / f"seed{seed}-{n}.csv") if live_dir else (lambda n: None)      # noqa: E731
+    gen, gen_path = trained(cfg, seed, stop=stop, stop_name=name, label=f"C_gen {cfg.model.arch} seed {seed} (cached)",
+                            live=live("C_gen"))
     mem, mem_path = trained(mem_config(cfg, p), seed, stop=lambda row: row["train_acc"] >= crit["train_acc"],
                             stop_name=f"train-fit-{crit['train_acc']}",
-                            label=f"C_mem {cfg.model.arch} seed {seed} (cached)")
+                            label=f"C_mem {cfg.model.arch} seed {seed} (cached)", live=live("C_mem"))
     return mem, gen, {f"seed{seed}-C_mem": mem_path, f"seed{seed}-C_gen": gen_path}
 
 
@@ -273,10 +277,10 @@ def premise(mem_hist: list[dict], gen_hist: list[dict], crit: dict) -> dict:
 
 # ---------------------------------------------------------------- the protocol
 
-def run_seed(cfg: Config, seed: int, p: dict, crit: dict) -> tuple[dict, dict, dict]:
+def run_seed(cfg: Config, seed: int, p: dict, crit: dict, live_dir: Path | None = None) -> tuple[dict, dict, dict]:
     """One pair of circuits: its premise, efficiency and the mixture per setting; (measured, histories,
     the two networks' cache files)."""
-    mem, gen, networks = circuits(cfg, seed, p, crit)
+    mem, gen, networks = circuits(cfg, seed, p, crit, live_dir)
     data = gen.data
     histories = {f"seed{seed}-C_mem": mem.result.history, f"seed{seed}-C_gen": gen.result.history}
     out = {"premise": premise(mem.result.history, gen.result.history, crit)}
@@ -309,7 +313,7 @@ def run(cfg: Config, run_dir) -> Verdict:
     started = begin(cfg, run_dir)
     per_seed, histories, networks = {}, {}, {}
     for seed in cfg.seeds:
-        per_seed[seed], h, nets = run_seed(cfg, seed, p, crit)
+        per_seed[seed], h, nets = run_seed(cfg, seed, p, crit, Path(run_dir) / LIVE)
         histories.update(h)
         networks.update(nets)
     statuses = {name: combine([seed_status(m, name) for m in per_seed.values()]) for name in SETTINGS}

@@ -29,7 +29,7 @@ from circuits import plots
 from circuits.cache import entry_path, trained
 from circuits.config import Config, protocol_fields
 from circuits.detect import Verdict, first_step, plateaus
-from circuits.experiment import begin, finish
+from circuits.experiment import LIVE, begin, finish
 from circuits.parallel import pmap
 from circuits.progress import Bar
 from circuits.store import read_json
@@ -52,6 +52,7 @@ class Job:
     cfg: Config            # task.frac set so that the training split has exactly `size` pairs
     size: int
     seed: int
+    live: str = ""         # a CSV that gets each evaluation row as it comes (run_dir/live/NAME.csv)
 
 
 def dcrit_from_store(cfg: Config, root: str | Path = "runs") -> float | None:
@@ -86,7 +87,7 @@ def scratch(job: Job) -> list[dict]:
     killed run resumes from its checkpoint, and any protocol asking for the same run reads it back."""
     crit = protocol_fields(job.cfg.criteria, CRITERIA, "criteria")
     stop = lambda row: row["train_acc"] >= crit["train_acc"] and row.get("test_acc", 0.0) >= crit["grok_acc"]
-    t, _ = trained(job.cfg, job.seed, stop=stop, stop_name=stop_name(crit), quiet=True)
+    t, _ = trained(job.cfg, job.seed, stop=stop, stop_name=stop_name(crit), quiet=True, live=job.live)
     return t.result.history
 
 
@@ -98,6 +99,13 @@ def networks(jobs: list[Job], prefix: str = "") -> dict:
     """name (as in metrics.csv) -> cache file of every run from scratch (for the run's networks/)."""
     return {f"{prefix}D{j.size}-seed{j.seed}": entry_path(j.cfg, j.seed, stop_name(
         protocol_fields(j.cfg.criteria, CRITERIA, "criteria"))) for j in jobs}
+
+
+def live_to(jobs: list[Job], live_dir: Path, prefix: str = "") -> list[Job]:
+    """Each job appends its evaluation rows to live_dir/NAME.csv as they come (names as networks())."""
+    for j in jobs:
+        j.live = str(Path(live_dir) / f"{prefix}D{j.size}-seed{j.seed}.csv")
+    return jobs
 
 
 def scratch_jobs(cfg: Config, sizes: list[int]) -> list[Job]:
@@ -153,7 +161,7 @@ def run(cfg: Config, run_dir) -> Verdict:
     sizes, d_crit, source = sizes_for(cfg, p)
     started = begin(cfg, run_dir)
     n_all = cfg.task.p ** 2
-    jobs = scratch_jobs(cfg, sizes)
+    jobs = live_to(scratch_jobs(cfg, sizes), Path(run_dir) / LIVE)
     hists = run_scratch(jobs, p["workers"], f"semigrokking {cfg.model.arch}")
     outcomes = [classify(h, crit) for h in hists]
     per_size = {}

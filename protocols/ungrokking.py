@@ -39,7 +39,7 @@ from circuits import plots
 from circuits.cache import entry_path, trained
 from circuits.config import Config, protocol_fields, to_dict
 from circuits.detect import Verdict, claims_from, combine, first_step, settle_stop, settle_window, settled
-from circuits.experiment import begin, build, finish, setup
+from circuits.experiment import LIVE, begin, build, finish, live_progress, setup
 from circuits.fit import Estimate, agree, fit_transition, inside, intervals_overlap, over_seeds, sensitivity, status
 from circuits.parallel import pmap
 from circuits.progress import Bar
@@ -77,6 +77,7 @@ class Job:
     eval_every: int
     checkpoint: str
     settle: dict | None = None   # {decay_times, acc_tol}: stop once settled (None: run to the cap)
+    live: str = ""               # a CSV that gets each evaluation row as it comes (run_dir/live/NAME.csv)
 
     @property
     def name(self) -> str:
@@ -110,7 +111,8 @@ def ungrok(job: Job) -> list[dict]:
     tcfg = replace(cfg.train, steps=job.steps, eval_every=job.eval_every)
     res = train(model, data, cfg.optim, tcfg, phases=[Phase(job.steps, train_idx=sub, weight_decay=job.weight_decay,
                                                             fresh_optimizer=True)],
-                stop=settle_rule(job), checkpoint=job.checkpoint, seed=job.subset_seed)
+                stop=settle_rule(job), checkpoint=job.checkpoint, seed=job.subset_seed,
+                progress=live_progress(None, job.live))
     return res.history
 
 
@@ -257,15 +259,16 @@ class Measured:
     networks: dict = field(default_factory=dict)   # name (as in histories) -> its file in the cache
 
 
-def measure(cfg: Config) -> Measured:
+def measure(cfg: Config, live_dir: Path | None = None) -> Measured:
     """Grok (or load from the cache) each seed's network, then train it on every nested subset (the
-    ungrokking estimate of D_crit: shared with `circuits dcrit --method ungrokking`)."""
+    ungrokking estimate of D_crit: shared with `circuits dcrit --method ungrokking`). With live_dir,
+    every network trained here appends its evaluation rows to live_dir/NAME.csv as they come."""
     crit, p = protocol_fields(cfg.criteria, CRITERIA, "criteria"), params(cfg)
     histories, jobs, grokked, networks = {}, [], {}, {}
     stop, name = grokked_rule(crit["pretrain_test_acc"])
     for seed in cfg.seeds:
-        t, path = trained(cfg, seed, stop=stop, stop_name=name,
-                          label=f"grok {cfg.model.arch} seed {seed} (cached)")
+        t, path = trained(cfg, seed, stop=stop, stop_name=name, label=f"grok {cfg.model.arch} seed {seed} (cached)",
+                          live=live_dir and live_dir / f"seed{seed}-grok.csv")
         histories[f"seed{seed}-grok"] = t.result.history
         networks[f"seed{seed}-grok"] = path
         grokked[seed] = {"steps": t.result.step, "test_acc": t.result.history[-1].get("test_acc"),
@@ -274,6 +277,8 @@ def measure(cfg: Config) -> Measured:
             jobs += jobs_for(cfg, seed, path, len(t.data.train_idx))
     if not jobs:
         return Measured(grokked, [], [], {}, histories, networks=networks)
+    for job in jobs if live_dir else []:
+        job.live = str(live_dir / f"{job.name}.csv")
     bar = Bar(f"ungrokking {cfg.model.arch}: {len(jobs)} runs on nested subsets")
     hists = pmap(ungrok, jobs, p["workers"], on_done=bar, busy=being_trained)
     bar.close()
@@ -288,7 +293,7 @@ def measure(cfg: Config) -> Measured:
 def run(cfg: Config, run_dir) -> Verdict:
     crit, p = protocol_fields(cfg.criteria, CRITERIA, "criteria"), params(cfg)
     started = begin(cfg, run_dir)
-    m = measure(cfg)
+    m = measure(cfg, Path(run_dir) / LIVE)
     if not m.jobs:
         status_ = "diverged" if any(g["diverged"] for g in m.grokked.values()) else "inconclusive"
         verdict = Verdict(NAME, CLAIM, status_, {"pretrain": m.grokked, "note": "no network grokked within budget"},

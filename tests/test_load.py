@@ -116,7 +116,8 @@ def test_an_unknown_logger_is_refused():
 def test_ungrokking_writes_every_network_it_trained_and_they_load_with_their_accuracy(tmp_path, monkeypatch):
     """A cache-based protocol's networks are outputs too: ungrokking at p = 17 (a small MLP that
     groks in a few hundred steps) keeps the grokked network and each subset run in networks/, and a
-    loaded network's test accuracy equals the run's recorded final one exactly."""
+    loaded network's test accuracy equals the run's recorded final one exactly. While they train,
+    each one's evaluation rows are appended to live/NAME.csv (the same rows as metrics.csv)."""
     from circuits import api
     monkeypatch.setenv("CIRCUITS_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "ug"
@@ -134,6 +135,11 @@ def test_ungrokking_writes_every_network_it_trained_and_they_load_with_their_acc
     assert weights.load_weights(out / "networks" / "seed0-grok.safetensors").keys() == run.network("seed0-grok").state_dict().keys()
     with pytest.raises(CircuitsError, match="did you mean 'seed0-grok'"):
         run.network("seed0-grk")
+    for name in run.networks:                              # each network's rows were on disk as it trained
+        with open(out / "live" / f"{name}.csv", newline="") as f:
+            live = list(csv.DictReader(f))
+        test = run.metrics[(run.metrics.run == name) & (run.metrics.split == "test") & (run.metrics.metric == "acc")]
+        assert [float(r["test_acc"]) for r in live] == test.sort_values("step").value.tolist()
 
 
 def test_efficiency_and_mixture_networks_are_in_the_run_directory(tmp_path, monkeypatch):
@@ -143,9 +149,11 @@ def test_efficiency_and_mixture_networks_are_in_the_run_directory(tmp_path, monk
         "model.d_model=16", "model.d_mlp=32", "task.p=13", "seeds=[0]", "params.mem_sizes=[20,50]",
         "params.gen_sizes=[120]", "params.steps=40", "params.eval_every=20", "params.n_boot=20", "params.workers=1"])
     assert circuits.load(tmp_path / "eff").networks == ["gen-D120-seed0", "mem-D20-seed0", "mem-D50-seed0"]
+    assert sorted(f.stem for f in (tmp_path / "eff" / "live").glob("*.csv")) == circuits.load(tmp_path / "eff").networks
     v = api.run_protocol("mixture", "quick", out=tmp_path / "mix", arch="mlp", overrides=[
         "model.d_model=16", "model.d_mlp=32", "task.p=13", "seeds=[0]", "train.steps=40", "params.steps=20"])
     run = circuits.load(tmp_path / "mix")
     assert run.networks == ["seed0-C_gen", "seed0-C_mem"] and v["protocol"] == "mixture"
+    assert sorted(f.stem for f in (tmp_path / "mix" / "live").glob("*.csv")) == run.networks
     for name in run.networks:
         assert run.network(name)(run.data.tokens[:3]).shape == (3, run.data.d_vocab)
