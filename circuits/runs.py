@@ -85,6 +85,8 @@ def show(run_dir) -> dict:
         "weights": {"seeds": sorted(int(d.name[4:]) for d in run_dir.glob("seed*") if d.name[4:].isdigit()
                                     and (d / "model.safetensors").exists()),      # circuits.weights' layout
                     "networks": len(list((run_dir / "networks").glob("*.safetensors")))},
+        "live": sorted(str(f.relative_to(run_dir)) for f in [*run_dir.glob("seed*/metrics.live.csv"),
+                                                            *run_dir.glob("live/*.csv")]),
         "started": meta.get("start"), "ended": meta.get("end"), "seconds": meta.get("seconds"),
         "device": meta.get("device"), "git_commit": meta.get("git_commit"),
     }
@@ -101,6 +103,8 @@ def show_text(s: dict) -> str:
         lines.append("  measured: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                                for k, v in s["numbers"].items()))
     lines.append(f"  figure: {s['figure'] or '(none yet)'}")
+    if s["live"]:
+        lines.append(f"  live metrics: {len(s['live'])} file(s), e.g. {s['live'][0]} (appended at each evaluation)")
     w = s["weights"]
     if w["seeds"] or w["networks"]:
         lines.append("  weights: " + ", ".join(

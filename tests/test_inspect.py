@@ -35,9 +35,10 @@ def test_show_names_the_run_its_status_claims_numbers_and_figure(two_runs, capsy
     assert s["figure"].endswith("figure.png")
     assert s["numbers"] and all(verdict["measured"][k] == v for k, v in s["numbers"].items())
     assert s["weights"] == {"seeds": [0, 1], "networks": 0}
+    assert s["live"] == ["seed0/metrics.live.csv", "seed1/metrics.live.csv"]
     code, text, _ = run_cli(capsys, "show", str(two_runs / "wd1"))
     assert code == 0 and "grokking (quick preset)" in text and f"status: {verdict['status']}" in text
-    assert "weights: seed{0,1}/model.safetensors" in text
+    assert "weights: seed{0,1}/model.safetensors" in text and "live metrics: 2 file(s)" in text
 
 
 def test_show_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
