@@ -10,7 +10,6 @@ import matplotlib
 if "MPLBACKEND" not in os.environ:
     matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from circuits.store import atomic_write_bytes  # noqa: E402
