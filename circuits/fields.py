@@ -2,7 +2,8 @@
 
 The meanings are the comments beside the fields in circuits/config.py (one source: the dataclasses),
 read with `tokenize`, so nothing here can drift from the code. A protocol name as SECTION lists its
-`params` (the module's DEFAULTS) and `criteria` (CRITERIA, with the YAML's rationale line).
+`params` (the module's DEFAULTS, meanings from its PARAMS_DOC) and `criteria` (CRITERIA, with the
+YAML's rationale line).
 """
 from __future__ import annotations
 
@@ -72,9 +73,10 @@ def protocol_rows(name: str) -> list[dict]:
     from circuits import registry
     proto = registry.get(name)
     rows = []
+    params_doc = getattr(proto.module, "PARAMS_DOC", None) or {}
     for section, attr in (("params", "DEFAULTS"), ("criteria", "CRITERIA")):
         for key, default in (getattr(proto.module, attr, None) or {}).items():
-            meaning = proto.rationale.get(key, "") if section == "criteria" else ""
+            meaning = proto.rationale.get(key, "") if section == "criteria" else params_doc.get(key, "")
             rows.append({"field": f"{section}.{key}", "type": type(default).__name__ if default is not None else "",
                          "default": default, "meaning": meaning})
     return rows

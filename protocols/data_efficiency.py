@@ -40,6 +40,14 @@ NAME = "data-efficiency"
 CLAIM = "weight decay (towards zero; less so towards the init) and noise let a network generalise from less data"
 DEFAULTS = {"configs": {}, "select": None, "fracs": [0.2, 0.3, 0.4, 0.5, 0.6, 0.7], "claims": [], "workers": None,
             "n_boot": 200}
+PARAMS_DOC = {
+    "configs": "name -> config overrides, one curve each",
+    "select": "the config names to run (None: all)",
+    "fracs": "training fractions of p^2 per curve",
+    "claims": "[{config: A, better_than: B}]: A needs less data than B",
+    "workers": "worker processes (None: one per core)",
+    "n_boot": "bootstrap resamples of the seeds for the intervals",
+}
 CRITERIA = {"test_acc": 0.99}
 
 

@@ -57,6 +57,14 @@ METHODS = ("sweep", "ungrokking", "efficiency")
 DEFAULTS = {"method": "all", "weight_decays": None, "workers": None,
             "sweep": {"sizes": [0.2, 0.25, 0.3, 0.35, 0.4, 0.5], "steps": 4000, "eval_every": 50, "n_boot": 200},
             "ungrokking": {}, "efficiency": {}}
+PARAMS_DOC = {
+    "method": "sweep | ungrokking | efficiency | all",
+    "weight_decays": "weight decays to estimate at (None: the config's; --wd)",
+    "workers": "worker processes (None: one per core)",
+    "sweep": "the from-scratch sweep: {sizes, steps, eval_every, n_boot}",
+    "ungrokking": "the ungrokking protocol's params for its estimate (grok_seeds: the grokked networks)",
+    "efficiency": "the efficiency protocol's params for its crossing",
+}
 CRITERIA = {"min_rise": 0.5, "order_margin": 0.1, "hysteresis_ratio_max": 0.5, "wd_rel_tol": 0.15}
 
 ESTIMATE = "every method yields an estimate of D_crit"

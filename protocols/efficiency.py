@@ -59,6 +59,19 @@ CLAIM = "at a fixed logit C_mem's parameter norm rises with D while C_gen's stay
 DEFAULTS = {"mem_sizes": [0.05, 0.1, 0.2, 0.3, 0.4], "gen_sizes": [0.45, 0.6, 0.8], "target_logit": 20.0,
             "steps": 3000, "gen_steps": None, "eval_every": 100, "n_boot": 500, "workers": None,
             "stop_when_settled": False, "settle_decay_times": 3.0, "settle_norm_tol": 0.01}
+PARAMS_DOC = {
+    "mem_sizes": "C_mem sizes D (random labels): fractions of all p^2 pairs (<= 1) or counts",
+    "gen_sizes": "C_gen sizes D (true labels, above the from-scratch threshold)",
+    "target_logit": "the mean correct-class train logit at which norms are compared",
+    "steps": "step budget (the cap) of a C_mem network",
+    "gen_steps": "step budget of a C_gen network (None: steps)",
+    "eval_every": "steps between evaluations",
+    "n_boot": "bootstrap resamples of the seeds for the intervals",
+    "workers": "worker processes (None: one per core)",
+    "stop_when_settled": "stop a network once its norm and train logit are steady (else the whole budget)",
+    "settle_decay_times": "settle window in decay times 1 / (lr wd)",
+    "settle_norm_tol": "steady: each moved at most this fraction over the window",
+}
 SETTLE_KEYS = ("param_norm", "train_logit")    # what must be steady for a network to count as settled
 CRITERIA = {"gen_exponent_band": 0.1, "gen_test_acc_min": 0.99, "mem_train_acc_min": 0.99}
 

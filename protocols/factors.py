@@ -55,6 +55,10 @@ NAME = "factors"
 CLAIM = ("the student reports' claims on how a factor (architecture, fraction, operator, optimiser, regulariser) "
          "changes grokking")
 DEFAULTS = {"study": None, "workers": None}
+PARAMS_DOC = {
+    "study": "the study of factors.yaml to run (--study NAME)",
+    "workers": "worker processes (None: one per core)",
+}
 KINDS = {"groks": ("levels",), "no_gap": ("levels", "max_delay_factor"), "no_grokking": ("levels", "max_final_test_acc"),
          "decreasing": ("levels", "max_ratio"), "slower": ("level", "than", "min_ratio"),
          "fastest": ("level", "others", "min_ratio"), "similar": ("level", "to", "max_ratio"),

@@ -47,6 +47,11 @@ NAME = "late-weight-decay"
 CLAIM = ("weight decay switched on only late still groks; without weight decay, or with it removed too "
          "early, test accuracy stays low")
 DEFAULTS = {"T": 500, "T2": 250, "workers": None}
+PARAMS_DOC = {
+    "T": "the step at which weight decay is switched on (`late`)",
+    "T2": "the step at which weight decay is removed (`removed`)",
+    "workers": "worker processes (None: one per core)",
+}
 CRITERIA = {"train_acc": 0.99, "grok_acc": 0.99, "low_test_acc": 0.5, "min_window_factor": 1.5}
 SCHEDULES = ("always", "never", "late", "removed")
 CLAIMS = {"always": "the baseline (weight decay on throughout) groks",

@@ -88,6 +88,16 @@ CLAIM = ("a mixture w_mem C_mem + w_gen C_gen of frozen circuits groks when C_ge
          "(w_m2 = 10, w_g2 = 1) and does not when both learn equally fast (w_m2 = w_g2 = 1)")
 DEFAULTS = {"slow_gen": [10.0, 1.0], "equal_speed": [1.0, 1.0], "optimizer": "gd", "lr": 1e-3,
             "weight_decay": 0.5, "steps": 12000, "points_per_decade": 40, "mem_weight_decay": 0.0}
+PARAMS_DOC = {
+    "slow_gen": "(w_m2, w_g2) of the setting expected to grok: C_gen's sub-weight starts small",
+    "equal_speed": "(w_m2, w_g2) of the setting expected not to grok",
+    "optimizer": "gd (plain gradient descent, the default) | adamw",
+    "lr": "learning rate of the mixture's four sub-weights",
+    "weight_decay": "weight decay on the sub-weights",
+    "steps": "mixture training steps",
+    "points_per_decade": "evaluations per decade of steps (log-spaced)",
+    "mem_weight_decay": "weight decay C_mem is trained with (0: a clean memoriser)",
+}
 CRITERIA = {"train_acc": 0.99, "test_acc_of_gen": 0.99, "min_delay_factor": 2.0, "max_test_acc_at_fit": 0.5,
             "gen_test_acc": 0.99, "mem_test_acc_max": 0.5, "train_loss_fit": 0.1, "test_loss_fit": 1.0,
             "min_test_loss_rise": 1.1, "max_test_loss_rise": 1.0, "min_loss_delay_factor": 10.0}

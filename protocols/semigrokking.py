@@ -39,6 +39,12 @@ from protocols.grokking import sensitivity
 NAME = "semigrokking"
 CLAIM = "trained at D ~ D_crit, delayed generalisation reaches only middling test accuracy"
 DEFAULTS = {"sizes": None, "multipliers": [0.8, 0.9, 1.0, 1.1, 1.25], "D_crit": None, "workers": None}
+PARAMS_DOC = {
+    "sizes": "training-set sizes: fractions of p^2 or counts (None: multipliers x D_crit)",
+    "multipliers": "sizes as multiples of D_crit when sizes is None",
+    "D_crit": "the D_crit to centre on (None: the newest `circuits dcrit` result for this p and arch)",
+    "workers": "worker processes (None: one per core)",
+}
 CRITERIA = {"train_acc": 0.99, "grok_acc": 0.99, "band_lo": 0.2, "band_hi": 0.8, "min_plateau_steps": 1000,
             "max_plateau_spread": 0.15, "min_semi_runs": 1}
 CLASSES = ("memorised", "semi", "transient", "grokked", "unresolved")

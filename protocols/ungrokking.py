@@ -53,6 +53,19 @@ CLAIM = ("a grokked network trained on D' << D_crit loses test accuracy while tr
 DEFAULTS = {"sizes": [0.05, 0.1, 0.2, 0.3], "subset_seeds": [0, 1], "weight_decays": None, "steps": 3000,
             "eval_every": 50, "equal_decay_budget": True, "workers": None, "n_boot": 200,
             "settle_decay_times": 3.0, "settle_acc_tol": 0.01, "stop_when_settled": True}
+PARAMS_DOC = {
+    "sizes": "subset sizes D': fractions of all p^2 pairs (<= 1) or counts, at most the training split",
+    "subset_seeds": "seeds of the nested subsets (5 or more give intervals)",
+    "weight_decays": "weight decays the subset runs use (None: the config's)",
+    "steps": "step cap of a subset run (at the first weight decay; see equal_decay_budget)",
+    "eval_every": "steps between evaluations of a subset run",
+    "equal_decay_budget": "give every weight decay the same lr * wd * steps (true) or the same step cap (false)",
+    "workers": "worker processes (None: one per core)",
+    "n_boot": "bootstrap resamples of the seeds for the intervals",
+    "settle_decay_times": "settle window in decay times 1 / (lr wd)",
+    "settle_acc_tol": "a run is settled when its test accuracy moved at most this over the window",
+    "stop_when_settled": "stop a run once settled (else it runs to its cap); every run records which",
+}
 CRITERIA = {"pretrain_test_acc": 0.99, "smallest_test_acc_max": 0.1, "smallest_train_acc_min": 0.99,
             "largest_test_acc_min": 0.9, "width_max": 0.3, "wd_rel_tol": 0.15}
 

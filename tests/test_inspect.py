@@ -84,3 +84,14 @@ def test_fields_of_a_protocol_list_its_params_and_criteria_with_rationale(capsys
     assert "params.subset_seeds" in out and "criteria.width_max" in out and "THEORY.md" in out
     code, _, err = run_cli(capsys, "fields", "optm")
     assert code == 2 and "did you mean optim?" in err
+
+
+def test_every_protocol_param_has_a_meaning():
+    """`circuits fields PROTOCOL` gives every params key a meaning (the module's PARAMS_DOC), and no
+    meaning names a key the protocol does not have."""
+    from circuits import registry
+    for name in registry.protocols():
+        module = registry.get(name).module
+        defaults, doc = getattr(module, "DEFAULTS", None) or {}, getattr(module, "PARAMS_DOC", None) or {}
+        assert set(doc) == set(defaults), name
+        assert all(row["meaning"] for row in fields.protocol_rows(name) if row["field"].startswith("params.")), name
