@@ -8,6 +8,7 @@ import torch
 import circuits
 from circuits import api
 from circuits.config import ModelConfig
+from circuits.config import protocol_fields
 from circuits.errors import CircuitsError
 from circuits.fit import Estimate
 from circuits.metrics import param_norm
@@ -197,3 +198,25 @@ def test_efficiency_networks_stopped_when_settled_measure_as_the_full_budget(tmp
         assert a["norm_at_target"][0] == pytest.approx(b[0], rel=0.01), name
     steps = {s: [r["steps"] for r in v[s]["measured"]["runs"]] for s in ("true", "false")}
     assert steps["false"] == [3000] * 3 and sum(steps["true"]) < 0.8 * sum(steps["false"])
+
+
+@pytest.mark.parametrize("preset", ["quick", "paper"])
+def test_dcrit_shares_its_networks_with_the_ungrokking_and_efficiency_runs_of_the_same_preset(preset):
+    """`circuits dcrit` and `circuits run ungrokking` / `efficiency` at the same preset train the same
+    networks once: the grokked network's cache key, every subset run's checkpoint and every circuit
+    network's cache entry of dcrit's methods are among the protocols' own (at p = 113 they were not:
+    dcrit's subset runs evaluated every 500 steps and settled over 3 decay times, ungrokking's 250 / 5)."""
+    from circuits.cache import cache_key
+    from protocols import ungrokking as ug
+    kw = {"p": 113} if preset == "paper" else {}
+    d = api.resolve("dcrit", preset, **kw)
+    u = api.resolve("ungrokking", preset, arch=d.model.arch, **kw)
+    e = api.resolve("efficiency", preset, arch=d.model.arch, **kw)
+    dp = protocol_fields(d.params, dcrit.DEFAULTS, "params")
+    sub = dcrit.ungrokking_config(d, dp, [d.optim.weight_decay])
+    grok = ug.grokked_rule(0.99)[1]
+    assert cache_key(sub, 0, grok) == cache_key(u, 0, grok)
+    mine = {j.checkpoint for j in ug.jobs_for(sub, 0, "/cache/grokked/model.pt", 10**6)}
+    assert mine and mine <= {j.checkpoint for j in ug.jobs_for(u, 0, "/cache/grokked/model.pt", 10**6)}
+    nets = set(efficiency.networks(dcrit.efficiency_config(d, dp, d.optim.weight_decay)).values())
+    assert nets and nets <= set(efficiency.networks(e).values())
