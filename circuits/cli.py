@@ -12,7 +12,7 @@ from typing import List, Optional
 import typer
 
 from circuits import registry
-from circuits.config import did_you_mean
+from circuits.errors import did_you_mean
 from circuits.errors import CircuitsError
 
 # torch, the protocols and the run machinery are imported inside the commands that need them, so

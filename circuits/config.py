@@ -7,7 +7,6 @@ at the --p asked for (`preset_for`: --p 113 is the paper's setting), else quick.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import re
 from dataclasses import dataclass, field, fields, is_dataclass
@@ -15,7 +14,7 @@ from typing import Any, get_type_hints
 
 import yaml
 
-from circuits.errors import CircuitsError
+from circuits.errors import CircuitsError, did_you_mean, unknown_key
 
 ARCHS = ("transformer", "mlp", "rnn", "lstm", "gru", "birnn")
 OPS = ("+", "-", "*", "/")
@@ -29,19 +28,6 @@ LOGGERS = ("none", "tensorboard", "wandb")
 def _check(ok: bool, msg: str) -> None:
     if not ok:
         raise CircuitsError(msg)
-
-
-def did_you_mean(name: str, known, prefix: str = "") -> str:
-    """' (did you mean optim.weight_decay?)'-style hint: the nearest known name, or ''."""
-    close = difflib.get_close_matches(name, [str(k) for k in known], n=1, cutoff=0.6)
-    return f"did you mean {prefix}{close[0]}? " if close else ""
-
-
-def unknown_key(path: str, known, prefix: str = "") -> CircuitsError:
-    """The one message for a key that is not there: the nearest known key, then all of them."""
-    name = path.rsplit(".", 1)[-1]
-    return CircuitsError(f"unknown config key {path!r} ({did_you_mean(name, known, prefix)}"
-                         f"known: {', '.join(map(str, known)) or 'none'})")
 
 
 @dataclass

@@ -14,7 +14,7 @@ import io
 import tokenize
 
 from circuits import config
-from circuits.errors import CircuitsError
+from circuits.errors import CircuitsError, did_you_mean
 
 SECTIONS = {"task": config.TaskConfig, "model": config.ModelConfig, "optim": config.OptimConfig,
             "train": config.TrainConfig}
@@ -94,7 +94,7 @@ def rows(section: str | None = None) -> list[dict]:
     if section in registry.protocols():
         return protocol_rows(section)
     known = [*SECTIONS, *registry.protocols()]
-    raise CircuitsError(f"unknown section {section!r} ({config.did_you_mean(section, known)}known: {', '.join(known)})")
+    raise CircuitsError(f"unknown section {section!r} ({did_you_mean(section, known)}known: {', '.join(known)})")
 
 
 def table(found: list[dict]) -> str:

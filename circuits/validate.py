@@ -6,7 +6,8 @@ from __future__ import annotations
 import itertools
 import math
 
-from circuits.config import ALIASES, FIXED, Config, deep_merge, from_dict, nest, to_dict, unknown_key
+from circuits.config import ALIASES, FIXED, Config, deep_merge, from_dict, nest, to_dict
+from circuits.errors import unknown_key
 from circuits.errors import CircuitsError
 
 

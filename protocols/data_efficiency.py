@@ -108,7 +108,7 @@ def measure(cfg: Config, p: dict, crit: dict, live_dir: Path) -> tuple[dict[str,
         inside = fit.D_mid is not None and fit.D_mid <= max(fracs) and max(acc) >= 0.5   # not an extrapolation
         curves[name] = Curve(name, fracs, acc, seeds, reached[0] if reached else None,
                              fit.D_mid if inside else None, fit.ci if inside else None)
-    histories = {f"{n}-D{j.size}-seed{j.seed}": h for j, h, n in zip(jobs, hists, names)}
+    histories = {semigrokking.job_name(j, f"{n}-"): h for j, h, n in zip(jobs, hists, names)}
     networks = {k: v for n in configs for k, v in semigrokking.networks(
         [j for j, m in zip(jobs, names) if m == n], f"{n}-").items()}
     return curves, histories, networks

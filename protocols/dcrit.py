@@ -155,7 +155,7 @@ def by_sweep(cfg: Config, p: dict, wd: float, live_dir: Path) -> dict:
     D, acc = [j.size for j in jobs], [h[-1].get("test_acc", 0.0) for h in hists]
     fit = fit_transition(D, acc, [j.seed for j in jobs], n_boot=sp["n_boot"])
     return from_fit(fit, cfg.task.p ** 2, points=list(zip(D, acc)),
-                    histories={f"sweep-wd{wd:g}-D{j.size}-seed{j.seed}": h for j, h in zip(jobs, hists)},
+                    histories={semigrokking.job_name(j, f"sweep-wd{wd:g}-"): h for j, h in zip(jobs, hists)},
                     networks=semigrokking.networks(jobs, f"sweep-wd{wd:g}-"))
 
 

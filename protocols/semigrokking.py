@@ -101,16 +101,21 @@ def stop_name(crit: dict) -> str:
     return f"train-{crit['train_acc']}-test-{crit['grok_acc']}"
 
 
+def job_name(job: Job, prefix: str = "") -> str:
+    """A run's name in metrics.csv, networks/ and live/ (prefix: the caller's, e.g. dcrit's method)."""
+    return f"{prefix}D{job.size}-seed{job.seed}"
+
+
 def networks(jobs: list[Job], prefix: str = "") -> dict:
-    """name (as in metrics.csv) -> cache file of every run from scratch (for the run's networks/)."""
-    return {f"{prefix}D{j.size}-seed{j.seed}": entry_path(j.cfg, j.seed, stop_name(
+    """name (job_name) -> cache file of every run from scratch (for the run's networks/)."""
+    return {job_name(j, prefix): entry_path(j.cfg, j.seed, stop_name(
         protocol_fields(j.cfg.criteria, CRITERIA, "criteria"))) for j in jobs}
 
 
 def live_to(jobs: list[Job], live_dir: Path, prefix: str = "") -> list[Job]:
     """Each job appends its evaluation rows to live_dir/NAME.csv as they come (names as networks())."""
     for j in jobs:
-        j.live = str(Path(live_dir) / f"{prefix}D{j.size}-seed{j.seed}.csv")
+        j.live = str(Path(live_dir) / f"{job_name(j, prefix)}.csv")
     return jobs
 
 
@@ -184,7 +189,7 @@ def run(cfg: Config, run_dir) -> Verdict:
     status = judge(hists, crit)
     verdict = Verdict(NAME, CLAIM, status, measured, crit, seeds=list(cfg.seeds))
     figure(cfg, jobs, hists, outcomes, crit, run_dir)
-    return finish(cfg, run_dir, verdict, {f"D{j.size}-seed{j.seed}": h for j, h in zip(jobs, hists)}, started,
+    return finish(cfg, run_dir, verdict, {job_name(j): h for j, h in zip(jobs, hists)}, started,
                   networks(jobs))
 
 

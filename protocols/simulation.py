@@ -57,25 +57,14 @@ DEFAULTS = {"q": 113, "P_G": 1.0, "P_M": 2.0, "kappa": 1.2, "alpha": 0.005, "lr"
             "w_G1": 0.0, "w_G2": 0.005, "w_M1": 0.0, "w_M2": 1.0, "steps": 100_000,
             "inefficient_P_G": 2.0, "inefficient_P_M": 1.0, "equal_w_G2": 1.0,
             "ungrok_P_M": 0.5, "ungrok_steps": 20_000, "points_per_decade": 50}
-PARAMS_DOC = {
-    "q": "number of classes",
-    "P_G": "C_gen's norm per unit weight (its inefficiency)",
-    "P_M": "C_mem's norm per unit weight",
-    "kappa": "circuit norm P_i w^(1/kappa)",
-    "alpha": "weight decay strength",
-    "lr": "gradient-descent learning rate",
-    "w_G1": "C_gen's first sub-weight at init",
-    "w_G2": "C_gen's second sub-weight at init (small: C_gen learns slowly)",
-    "w_M1": "C_mem's first sub-weight at init",
-    "w_M2": "C_mem's second sub-weight at init",
-    "steps": "gradient-descent steps per regime",
-    "inefficient_P_G": "P_G of the inefficient-C_gen regime (b)",
-    "inefficient_P_M": "P_M of regime (b)",
-    "equal_w_G2": "w_G2 of the equal-speed regime (c)",
-    "ungrok_P_M": "P_M after the switch in the ungrokking regime",
-    "ungrok_steps": "steps after that switch",
-    "points_per_decade": "recorded points per decade of steps (log-spaced)",
-}
+PARAMS_DOC = {"q": "number of classes", "P_G": "C_gen's norm per unit weight", "P_M": "C_mem's norm per unit weight",
+              "kappa": "circuit norm P_i w^(1/kappa)", "alpha": "weight decay strength", "lr": "gradient-descent learning rate",
+              "w_G1": "C_gen's first sub-weight at init", "w_G2": "C_gen's second sub-weight at init (small: it learns slowly)",
+              "w_M1": "C_mem's first sub-weight at init", "w_M2": "C_mem's second sub-weight at init",
+              "steps": "gradient-descent steps per regime", "inefficient_P_G": "P_G of the inefficient-C_gen regime (b)",
+              "inefficient_P_M": "P_M of regime (b)", "equal_w_G2": "w_G2 of the equal-speed regime (c)",
+              "ungrok_P_M": "P_M after the switch in the ungrokking regime", "ungrok_steps": "steps after that switch",
+              "points_per_decade": "recorded points per decade of steps (log-spaced)"}
 CRITERIA = {"fractions": [0.25, 0.5, 0.75, 0.9], "test_fall": 0.5, "min_delay_factor": 10.0,
             "min_test_loss_ratio_at_fit": 0.9, "min_test_share": 0.25, "ungrok_min_rise": 0.5,
             "optimum_rtol": 0.05, "converged_rtol": 1e-3}
