@@ -82,13 +82,27 @@ def settled(history: list[dict], window: float, tol: float, key: str = "test_acc
     return spread <= tol * max(abs(v) for v in vals) if relative else spread <= tol
 
 
-def settle_stop(window: float, tol: float, keys: tuple[str, ...] = ("test_acc",), relative: bool = False):
-    """A stop rule for circuits.train: True once every key has settled over the last `window` steps.
+def held(history: list[dict], window: float, lo: float, hi: float | None, key: str = "test_acc") -> bool:
+    """Has the run held an end state over its last `window` steps (it must have run that long):
+    `key` below lo at every row there (e.g. ungrokked), or at least hi at every row (kept; hi None:
+    no such state, for runs that start there and may still leave it)?"""
+    if not history or history[-1]["step"] - history[0]["step"] < window:
+        return False
+    vals = [r[key] for r in history if r["step"] >= history[-1]["step"] - window and r.get(key) is not None]
+    return bool(vals) and (all(v < lo for v in vals) or (hi is not None and all(v >= hi for v in vals)))
+
+
+def settle_stop(window: float, tol: float, keys: tuple[str, ...] = ("test_acc",), relative: bool = False,
+                end: tuple[float, float, float] | None = None):
+    """A stop rule for circuits.train: True once every key has settled over the last `window` steps,
+    or (with end = (end_window, lo, hi)) once keys[0] has held an end state over end_window steps.
     It keeps the rows it has seen (a resumed run shows it its earlier rows first)."""
     seen = []
 
     def stop(row: dict) -> bool:
         seen.append(row)
+        if end is not None and held(seen, end[0], end[1], end[2], keys[0]):
+            return True
         return all(settled(seen, window, tol, k, relative) for k in keys)
     return stop
 

@@ -7,8 +7,12 @@ against D' is sharp and does not depend on the weight decay (Varma et al. 2023, 
    of size D' with a fresh AdamW for at most `params.steps` steps (x optim.weight_decay / wd with
    `params.equal_decay_budget`: the same decay budget lr * wd * steps for every wd). A run *settles*
    when its test accuracy moved at most params.settle_acc_tol over the last params.settle_decay_times
-   decay times 1 / (lr * wd); with params.stop_when_settled it stops there, else it runs to the step
-   cap. Every run records whether it settled or hit the cap.
+   decay times 1 / (lr * wd), or (with params.end_states = [lo, hi]) when its test accuracy has stayed
+   below lo (ungrokked) or at or above hi (kept) for params.end_decay_times decay times; with
+   params.stop_when_settled it stops there, else it runs to the step cap. Every run records whether
+   it settled or hit the cap. With params.coarse_seeds = k, sizes are chosen adaptively: a coarse
+   pass runs the first k subset seeds at every size, the other seeds then run only where the coarse
+   runs are in transition and at the nearest size on either side (`bracket`).
 3. Final test accuracy (on the original test split) against D': a logistic fit in log D' per weight
    decay, its midpoint (the ungrokking estimate of D_crit, shared with `circuits dcrit --method
    ungrokking`) and width, each with a 95% bootstrap interval over (network, subset) seeds when there
@@ -30,7 +34,7 @@ from __future__ import annotations
 
 import os
 import statistics
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -38,21 +42,19 @@ import numpy as np
 from circuits import plots
 from circuits.cache import entry_path, trained
 from circuits.config import Config, protocol_fields, to_dict
-from circuits.detect import Verdict, claims_from, combine, first_step, settle_stop, settle_window, settled
-from circuits.experiment import LIVE, begin, build, finish, live_progress, setup
+from circuits.detect import Verdict, claims_from, combine, first_step, held, settle_window, settled
+from circuits.experiment import LIVE, begin, finish
 from circuits.fit import Estimate, agree, fit_transition, inside, intervals_overlap, over_seeds, sensitivity, status
-from circuits.parallel import pmap
-from circuits.progress import Bar
-from circuits.store import cache_dir, config_hash, is_locked, load_torch
-from circuits.tasks import nested_subset, sizes_from
-from circuits.train import Phase, train
+from circuits.store import cache_dir, config_hash
+from protocols.subset_runs import Job, bracket, record_path, run_jobs, settle_params, subset_size, ungrok  # noqa: F401 (Job, bracket, record_path, ungrok: used via this module)
 
 NAME = "ungrokking"
 CLAIM = ("a grokked network trained on D' << D_crit loses test accuracy while train accuracy stays 1; "
          "the transition against D' is sharp and does not depend on weight decay")
 DEFAULTS = {"sizes": [0.05, 0.1, 0.2, 0.3], "subset_seeds": [0, 1], "weight_decays": None, "steps": 3000,
             "eval_every": 50, "equal_decay_budget": True, "workers": None, "n_boot": 200,
-            "settle_decay_times": 3.0, "settle_acc_tol": 0.01, "stop_when_settled": True}
+            "settle_decay_times": 3.0, "settle_acc_tol": 0.01, "stop_when_settled": True,
+            "end_states": None, "end_decay_times": 1.0, "coarse_seeds": 0}
 PARAMS_DOC = {
     "sizes": "subset sizes D': fractions of all p^2 pairs (<= 1) or counts, at most the training split",
     "subset_seeds": "seeds of the nested subsets (5 or more give intervals)",
@@ -65,6 +67,9 @@ PARAMS_DOC = {
     "settle_decay_times": "settle window in decay times 1 / (lr wd)",
     "settle_acc_tol": "a run is settled when its test accuracy moved at most this over the window",
     "stop_when_settled": "stop a run once settled (else it runs to its cap); every run records which",
+    "end_states": "[lo, hi]: a run also settles once its test accuracy stayed < lo or >= hi (hi null: no such state) for end_decay_times (None: off)",
+    "end_decay_times": "how long an end state must hold, in decay times 1 / (lr wd)",
+    "coarse_seeds": "adaptive sizes: the first k subset seeds run at every size, the rest only near the transition (0: all everywhere)",
 }
 CRITERIA = {"pretrain_test_acc": 0.99, "smallest_test_acc_max": 0.1, "smallest_train_acc_min": 0.99,
             "largest_test_acc_min": 0.9, "width_max": 0.3, "wd_rel_tol": 0.15}
@@ -76,25 +81,6 @@ SHARP = "the transition is sharp (its width in ln D' is at most criteria.width_m
 WD = "the transition's midpoint does not depend on weight decay (within criteria.wd_rel_tol)"
 CRIT_CLAIM = {"smallest_test_acc_max": LOSES, "smallest_train_acc_min": LOSES, "largest_test_acc_min": KEEPS,
               "width_max": SHARP, "wd_rel_tol": WD}
-
-
-@dataclass
-class Job:
-    cfg: Config
-    seed: int              # the grokked network's seed
-    model_path: str        # its cache file
-    size: int              # D'
-    subset_seed: int
-    weight_decay: float
-    steps: int             # the step cap
-    eval_every: int
-    checkpoint: str
-    settle: dict | None = None   # {decay_times, acc_tol}: stop once settled (None: run to the cap)
-    live: str = ""               # a CSV that gets each evaluation row as it comes (run_dir/live/NAME.csv)
-
-    @property
-    def name(self) -> str:
-        return f"seed{self.seed}-wd{self.weight_decay:g}-D{self.size}-s{self.subset_seed}"
 
 
 def params(cfg: Config) -> dict:
@@ -109,42 +95,6 @@ def grokked_rule(test_acc: float):
     return (lambda row: row["train_acc"] >= 0.99 and row.get("test_acc", 0.0) >= test_acc), f"grokked-{test_acc}"
 
 
-def subset_size(x: float, p: int, n_train: int) -> int:
-    """A size given as a fraction of all p^2 pairs (x <= 1) or as a count; at most the training split."""
-    return max(1, min(sizes_from([x], p * p)[0], n_train))
-
-
-def ungrok(job: Job) -> list[dict]:
-    """Continue the grokked network on its nested subset; the history of evaluations."""
-    cfg = job.cfg
-    device = setup(cfg)
-    model, data = build(cfg, job.seed, device)
-    model.load_state_dict(load_torch(job.model_path)["model"])
-    sub = nested_subset(data.train_idx, job.size, job.subset_seed)
-    tcfg = replace(cfg.train, steps=job.steps, eval_every=job.eval_every)
-    res = train(model, data, cfg.optim, tcfg, phases=[Phase(job.steps, train_idx=sub, weight_decay=job.weight_decay,
-                                                            fresh_optimizer=True)],
-                stop=settle_rule(job), checkpoint=job.checkpoint, seed=job.subset_seed,
-                progress=live_progress(None, job.live))
-    return res.history
-
-
-def being_trained(job: Job) -> bool:
-    """Is another process training this job's checkpoint now (`circuits dcrit` beside `circuits run
-    ungrokking`)? Then pmap does other jobs first and reads this one back later."""
-    ck = Path(job.checkpoint)
-    return bool(job.checkpoint) and is_locked(ck.parent / f".{ck.name}.lock")
-
-
-def settle_rule(job: Job):
-    """The stop rule of a job that stops once settled (None: it runs to its cap): test accuracy
-    moved at most settle.acc_tol over the last settle.decay_times decay times."""
-    if not job.settle:
-        return None
-    return settle_stop(settle_window(job.cfg.optim.lr, job.weight_decay, job.settle["decay_times"]),
-                       job.settle["acc_tol"])
-
-
 def jobs_for(cfg: Config, seed: int, model_path, n_train: int) -> list[Job]:
     """Every (weight decay, D', subset seed) run of the grokked network at model_path. A job's
     checkpoint sits in the trained-circuit cache under a hash of all that decides its result, so
@@ -152,7 +102,7 @@ def jobs_for(cfg: Config, seed: int, model_path, n_train: int) -> list[Job]:
     p = params(cfg)
     sizes = sorted({subset_size(x, cfg.task.p, n_train) for x in p["sizes"]})
     wd0 = cfg.optim.weight_decay or p["weight_decays"][0]
-    settle = {"decay_times": p["settle_decay_times"], "acc_tol": p["settle_acc_tol"]} if p["stop_when_settled"] else None
+    settle = settle_params(p)
     out = []
     for wd in p["weight_decays"]:
         steps = int(round(p["steps"] * wd0 / wd)) if p["equal_decay_budget"] and wd > 0 else p["steps"]
@@ -173,9 +123,12 @@ def run_rows(jobs: list[Job], hists: list[list[dict]], p: dict, lr: float) -> li
     rows = []
     for j, h in zip(jobs, hists):
         window = settle_window(lr, j.weight_decay, p["settle_decay_times"])
+        end = p.get("end_states")
+        at_end = bool(end) and held(h, settle_window(lr, j.weight_decay, p["end_decay_times"]), *end)
         rows.append({"name": j.name, "wd": j.weight_decay, "D": j.size, "seed": f"{j.seed}-{j.subset_seed}",
                      "test_acc": h[-1]["test_acc"], "train_acc": h[-1]["train_acc"], "steps": h[-1]["step"],
-                     "step_cap": j.steps, "settled": settled(h, window, p["settle_acc_tol"]),
+                     "step_cap": j.steps, "settled": at_end or settled(h, window, p["settle_acc_tol"]),
+                     "end_state": at_end,
                      "steps_to_lose_half": first_step(h, "test_acc", h[0]["test_acc"] / 2, after=0, below=True)})
     return rows
 
@@ -270,6 +223,7 @@ class Measured:
     rows: list[dict] | None = None  # run_rows(): one per retrained network
     wd_ratio: Estimate | None = None  # wd_ratio(): max / min of the midpoints (several weight decays)
     networks: dict = field(default_factory=dict)   # name (as in histories) -> its file in the cache
+    adaptive: dict | None = None   # with params.coarse_seeds: the coarse seeds, the sizes near the transition
 
 
 def measure(cfg: Config, live_dir: Path | None = None) -> Measured:
@@ -292,15 +246,13 @@ def measure(cfg: Config, live_dir: Path | None = None) -> Measured:
         return Measured(grokked, [], [], {}, histories, networks=networks)
     for job in jobs if live_dir else []:
         job.live = str(live_dir / f"{job.name}.csv")
-    bar = Bar(f"ungrokking {cfg.model.arch}: {len(jobs)} runs on nested subsets")
-    hists = pmap(ungrok, jobs, p["workers"], on_done=bar, busy=being_trained)
-    bar.close()
+    jobs, hists, adaptive = run_jobs(jobs, cfg, p, crit)
     histories.update({j.name: h for j, h in zip(jobs, hists)})
     networks.update({j.name: Path(j.checkpoint) for j in jobs})
     rows = run_rows(jobs, hists, p, cfg.optim.lr)
     ratio = wd_ratio(rows, p["n_boot"]) if len(p["weight_decays"]) > 1 else None
     return Measured(grokked, jobs, hists, summarise(rows, cfg.task.p, p["n_boot"]), histories, rows, ratio,
-                    networks)
+                    networks, adaptive)
 
 
 def run(cfg: Config, run_dir) -> Verdict:
@@ -324,8 +276,11 @@ def run(cfg: Config, run_dir) -> Verdict:
         "per_weight_decay": {str(wd): {**{k: v for k, v in s.items() if k not in ("fit", "mid", "width")},
                                        "midpoint": s["mid"].to_dict(), "width_lnD": s["width"].to_dict()}
                              for wd, s in per_wd.items()},
-        "runs": [{k: r[k] for k in ("name", "test_acc", "train_acc", "steps", "step_cap", "settled")} for r in m.rows],
+        "runs": [{k: r[k] for k in ("name", "test_acc", "train_acc", "steps", "step_cap", "settled", "end_state")}
+                 for r in m.rows],
     }
+    if m.adaptive:
+        measured["adaptive"] = m.adaptive
     verdict = Verdict(NAME, CLAIM, status_, measured, crit, seeds=list(cfg.seeds))
     figure(cfg, m.jobs, m.hists, per_wd, run_dir)
     return finish(cfg, run_dir, verdict, m.histories, started, m.networks)

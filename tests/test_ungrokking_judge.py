@@ -1,5 +1,8 @@
 """The ungrokking verdict on synthetic worlds: per-run final accuracies given directly to the judge
 (no training), one world where the claim is true, several where it is false, one it cannot tell."""
+import os
+import shutil
+
 import numpy as np
 import pytest
 
@@ -107,6 +110,33 @@ def test_settled_needs_a_flat_window():
     assert ug.settle_window(3e-3, 2.0, 3.0) == pytest.approx(500)
 
 
+def test_an_end_state_settles_only_when_held_for_its_window():
+    from circuits.detect import held, settle_stop
+    w = ug.settle_window(3e-3, 1.0, 1.0)                                  # 333 steps
+    lost = _hist([1.0, 0.5, 0.2] + [0.04, 0.03, 0.02, 0.01, 0.0, 0.0, 0.0])   # < 0.05 from step 150 on
+    assert held(lost, w, 0.05, 0.99) and not ug.settled(lost, 1000, 0.01)
+    assert not held(lost[:8], w, 0.05, 0.99)                              # below 0.05 for 250 steps only
+    assert not held(_hist([1.0, 0.5, 0.04, 0.03, 0.06, 0.02, 0.01, 0.0, 0.0]), w, 0.05, 0.99)  # it rose back above
+    assert held(_hist([1.0] * 9), w, 0.05, 0.99)                          # kept its accuracy
+    assert not held(_hist([0.5] * 30), w, 0.05, 0.99)                     # a middling level is no end state
+    assert not held(_hist([1.0] * 9), w, 0.05, None) and held(lost, w, 0.05, None)   # hi None: no kept state
+    stop = settle_stop(1000, 0.01, end=(w, 0.05, 0.99))
+    steps = [r["step"] for r in lost if stop(r)]
+    assert steps and steps[0] == 450                                     # below 0.05 from step 150, for 333 steps
+    plain = settle_stop(1000, 0.01)
+    assert not any(plain(r) for r in lost)
+
+
+def test_bracket_keeps_the_sizes_in_transition_and_one_either_side():
+    crit = dict(ug.CRITERIA)
+    acc = {60: 0.0, 100: 0.01, 160: 0.05, 250: 0.4, 400: 0.85, 640: 0.97, 1000: 1.0}
+    assert ug.bracket(acc, crit) == {160, 250, 400, 640}
+    jump = {60: 0.0, 100: 0.02, 160: 0.98, 250: 1.0, 400: 1.0}
+    assert ug.bracket(jump, crit) == {60, 100, 160, 250}                 # a jump: the pair and one either side
+    assert ug.bracket({60: 0.9, 100: 0.95}, crit) == {60, 100}           # no transition seen: every size
+    assert ug.bracket({60: 0.3, 100: 0.5, 160: 0.95}, crit) == {60, 100, 160}
+
+
 def test_run_rows_record_settling_and_the_cap():
     cfg = None
     jobs = [ug.Job(cfg, 0, "x", 100, s, 1.0, 3000, 50, "") for s in (0, 1)]
@@ -150,7 +180,14 @@ def test_a_settled_job_stops_before_its_cap(tmp_path, monkeypatch):
                  checkpoint=str(tmp_path / "job" / "checkpoint.pt"), settle={"decay_times": 0.06, "acc_tol": 1.0})
     h = ug.ungrok(job)
     assert h[-1]["step"] == 20 < job.steps
-    assert ug.ungrok(job) == h                                  # stopped: read back from its checkpoint
+    assert ug.ungrok(job) == h                                  # stopped: read back
+    os.remove(job.checkpoint)                                   # its record alone (what a long sweep commits)
+    assert ug.ungrok(job) == h and not os.path.exists(job.checkpoint)
+    other = ug.Job(**{**vars(job), "subset_seed": 1})
+    os.makedirs(tmp_path / "other")
+    shutil.copy(ug.record_path(job), tmp_path / "other" / "history.json")   # a record of another job: not read
+    other.checkpoint = str(tmp_path / "other" / "checkpoint.pt")
+    assert ug.ungrok(other) != h and os.path.exists(other.checkpoint)
     row = ug.run_rows([job], [h], {"settle_decay_times": 0.06, "settle_acc_tol": 1.0}, lr=3e-3)[0]
     assert row["settled"] and row["steps"] == 20 and row["step_cap"] == 200
 
@@ -160,7 +197,8 @@ def test_settle_stop_and_fixed_budget_give_the_same_verdict_on_a_small_real_setu
     of the pairs, 5 sizes x 5 subset seeds) judged once with runs stopped when settled and once at
     the fixed 800-step budget gives the same status and claims, midpoints within the protocol's own
     tolerance for 'the same transition' (criteria.wd_rel_tol), in fewer steps. Measured: midpoints
-    225 [218, 234] settled, 228 [225, 233] fixed; 8,700 steps against 20,000."""
+    225 [218, 234] settled, 228 [225, 233] fixed; 8,700 steps against 20,000. Adaptive sizes and the
+    end-state stop give the same claims and midpoint (within 5%) in fewer runs and steps."""
     from circuits import api
     monkeypatch.setenv("CIRCUITS_CACHE", str(tmp_path / "cache"))
     base = ["task.p=23", "task.frac=0.8", "model.d_model=16", "model.d_mlp=64", "optim.lr=0.03", "train.steps=3000",
@@ -177,3 +215,23 @@ def test_settle_stop_and_fixed_budget_give_the_same_verdict_on_a_small_real_setu
     assert all(r["steps"] == r["step_cap"] == 800 for r in fixed["runs"])
     assert sum(r["steps"] for r in settle["runs"]) < 0.6 * sum(r["steps"] for r in fixed["runs"])
     assert all(r["settled"] or r["steps"] == r["step_cap"] for r in settle["runs"])
+
+    # the two other compute levers on the same setup (the same cache: a run both plans share is
+    # read back, not trained again): adaptive sizes (a coarse pass with 2 subset seeds, the other 3
+    # near the transition only), then that with the end-state stop as well
+    lever = {"adaptive": ["params.coarse_seeds=2"],
+             "adaptive+end": ["params.coarse_seeds=2", "params.end_states=[0.05, 0.99]", "params.end_decay_times=1"]}
+    for name, extra in lever.items():
+        w = api.run_protocol("ungrokking", "quick", out=tmp_path / name, arch="mlp",
+                             overrides=base + ["params.stop_when_settled=true"] + extra)
+        m = w["measured"]
+        assert w["status"] == "holds" and m["claims"] == settle["claims"], name
+        assert max(m["D_crit_ungrokking"], mids[0]) / min(m["D_crit_ungrokking"], mids[0]) <= 1.05, name
+        plan = m["adaptive"]
+        assert plan["coarse_seeds"] == [0, 1] and plan["runs_in_full_grid"] == 25
+        assert plan["runs"] == len(m["runs"]) < 25, name                    # sizes far from the transition skipped
+        assert m["n_seeds"] == 5 and m["D_crit_ungrokking_ci"] is not None
+        steps = sum(r["steps"] for r in m["runs"])
+        assert steps < sum(r["steps"] for r in settle["runs"]), name
+        if name == "adaptive+end":
+            assert any(r["end_state"] for r in m["runs"])

@@ -1,0 +1,157 @@
+"""The subset runs of ungrokking (protocols/ungrokking.py): one job per (grokked network, weight
+decay, D', subset seed), its settle rule, and the plan that runs them, all at once or adaptively
+(a coarse pass over a few subset seeds, then the others near the transition only)."""
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from circuits.config import Config
+from circuits.detect import settle_stop, settle_window
+from circuits.experiment import build, live_progress, setup
+from circuits.parallel import pmap
+from circuits.progress import Bar
+from circuits.store import is_locked, load_torch, read_json, write_json
+from circuits.tasks import nested_subset, sizes_from
+from circuits.train import Phase, train
+
+
+@dataclass
+class Job:
+    cfg: Config
+    seed: int              # the grokked network's seed
+    model_path: str        # its cache file
+    size: int              # D'
+    subset_seed: int
+    weight_decay: float
+    steps: int             # the step cap
+    eval_every: int
+    checkpoint: str
+    settle: dict | None = None   # settle_params(): stop once settled (None: run to the cap)
+    live: str = ""               # a CSV that gets each evaluation row as it comes (run_dir/live/NAME.csv)
+
+    @property
+    def name(self) -> str:
+        return f"seed{self.seed}-wd{self.weight_decay:g}-D{self.size}-s{self.subset_seed}"
+
+
+def subset_size(x: float, p: int, n_train: int) -> int:
+    """A size given as a fraction of all p^2 pairs (x <= 1) or as a count; at most the training split."""
+    return max(1, min(sizes_from([x], p * p)[0], n_train))
+
+
+def ungrok(job: Job) -> list[dict]:
+    """Continue the grokked network on its nested subset; the history of evaluations. A finished
+    run leaves its history in `record_path` beside its checkpoint, which is read back first: a
+    few kB that a long sweep can keep (commit) without the checkpoints' weights."""
+    record = record_path(job)
+    if record and record.exists():
+        try:
+            rec = read_json(record)
+            if rec.get("job") == job.name:
+                return rec["history"]
+        except (OSError, ValueError, KeyError, AttributeError):
+            pass                                                    # unreadable: train (resume) again
+    cfg = job.cfg
+    device = setup(cfg)
+    model, data = build(cfg, job.seed, device)
+    model.load_state_dict(load_torch(job.model_path)["model"])
+    sub = nested_subset(data.train_idx, job.size, job.subset_seed)
+    tcfg = replace(cfg.train, steps=job.steps, eval_every=job.eval_every)
+    res = train(model, data, cfg.optim, tcfg, phases=[Phase(job.steps, train_idx=sub, weight_decay=job.weight_decay,
+                                                            fresh_optimizer=True)],
+                stop=settle_rule(job), checkpoint=job.checkpoint, seed=job.subset_seed,
+                progress=live_progress(None, job.live))
+    if record:
+        write_json(record, {"job": job.name, "status": res.status, "history": res.history})
+    return res.history
+
+
+def record_path(job: Job) -> Path | None:
+    """Where a finished job's history is kept: history.json in its checkpoint's folder (a folder
+    named by a hash of all that decides the run, as the checkpoint is)."""
+    return Path(job.checkpoint).with_name("history.json") if job.checkpoint else None
+
+
+def being_trained(job: Job) -> bool:
+    """Is another process training this job's checkpoint now (`circuits dcrit` beside `circuits run
+    ungrokking`)? Then pmap does other jobs first and reads this one back later."""
+    ck = Path(job.checkpoint)
+    return bool(job.checkpoint) and is_locked(ck.parent / f".{ck.name}.lock")
+
+
+def settle_rule(job: Job):
+    """The stop rule of a job that stops once settled (None: it runs to its cap): test accuracy
+    moved at most settle.acc_tol over the last settle.decay_times decay times, or held an end state
+    (settle.end = [lo, hi]) for settle.end_decay_times decay times."""
+    if not job.settle:
+        return None
+    lr, s = job.cfg.optim.lr, job.settle
+    end = (settle_window(lr, job.weight_decay, s["end_decay_times"]), *s["end"]) if s.get("end") else None
+    return settle_stop(settle_window(lr, job.weight_decay, s["decay_times"]), s["acc_tol"], end=end)
+
+
+def settle_params(p: dict) -> dict | None:
+    """The settle rule's numbers (part of a job's cache key; the end state only when it is on)."""
+    if not p["stop_when_settled"]:
+        return None
+    out = {"decay_times": p["settle_decay_times"], "acc_tol": p["settle_acc_tol"]}
+    if p["end_states"]:
+        out.update(end=[None if x is None else float(x) for x in p["end_states"]], end_decay_times=p["end_decay_times"])
+    return out
+
+
+def bracket(sizes_acc: dict[int, float], crit: dict) -> set[int]:
+    """The sizes the non-coarse seeds run at, from the coarse runs' mean final test accuracy per size:
+    those in transition (between criteria.smallest_test_acc_max and largest_test_acc_min) and the
+    nearest size on either side, so every seed's runs span the transition (its own fit, and the seed
+    bootstrap, stay well posed). No size in transition: the pair around accuracy 0.5 (a jump) and one
+    size either side, else every size (no transition seen: nothing to save safely)."""
+    sizes = sorted(sizes_acc)
+    lo, hi = crit["smallest_test_acc_max"], crit["largest_test_acc_min"]
+    mid = [i for i, d in enumerate(sizes) if lo <= sizes_acc[d] < hi]
+    if not mid:
+        jump = [i for i in range(len(sizes) - 1) if sizes_acc[sizes[i]] < 0.5 <= sizes_acc[sizes[i + 1]]]
+        mid = [jump[0], jump[0] + 1] if jump else list(range(len(sizes)))
+    return set(sizes[max(0, min(mid) - 1): max(mid) + 2])
+
+
+def adaptive_plan(jobs: list[Job], coarse_hists: dict[str, list[dict]], coarse: set[int], crit: dict):
+    """(the jobs the second pass runs, {grok seed: {wd: sizes near the transition}}) after a coarse
+    pass over the subset seeds in `coarse` (coarse_hists: their histories by job name)."""
+    near: dict[int, dict[float, set[int]]] = {}
+    for seed, wd in sorted({(j.seed, j.weight_decay) for j in jobs}):
+        done = [j for j in jobs if j.seed == seed and j.weight_decay == wd and j.subset_seed in coarse]
+        acc = {d: statistics.mean(coarse_hists[j.name][-1]["test_acc"] for j in done if j.size == d)
+               for d in {j.size for j in done}}
+        near.setdefault(seed, {})[wd] = bracket(acc, crit)
+    rest = [j for j in jobs if j.subset_seed not in coarse and j.size in near[j.seed][j.weight_decay]]
+    return rest, near
+
+
+def run_jobs(jobs: list[Job], cfg: Config, p: dict, crit: dict) -> tuple[list[Job], list[list[dict]], dict | None]:
+    """Train the subset runs: all of them, or (params.coarse_seeds = k, fewer than the subset seeds)
+    a coarse pass with the first k subset seeds, then the others near the transition only."""
+    arch, subset_seeds = cfg.model.arch, sorted(p["subset_seeds"])
+    k = p["coarse_seeds"] or 0
+    if not 0 < k < len(subset_seeds):
+        bar = Bar(f"ungrokking {arch}: {len(jobs)} runs on nested subsets")
+        hists = pmap(ungrok, jobs, p["workers"], on_done=bar, busy=being_trained)
+        bar.close()
+        return jobs, hists, None
+    coarse = set(subset_seeds[:k])
+    first = [j for j in jobs if j.subset_seed in coarse]
+    bar = Bar(f"ungrokking {arch}: coarse pass, {len(first)} runs (subset seeds {sorted(coarse)})")
+    h1 = pmap(ungrok, first, p["workers"], on_done=bar, busy=being_trained)
+    bar.close()
+    rest, near = adaptive_plan(jobs, {j.name: h for j, h in zip(first, h1)}, coarse, crit)
+    bar = Bar(f"ungrokking {arch}: {len(rest)} runs near the transition")
+    h2 = pmap(ungrok, rest, p["workers"], on_done=bar, busy=being_trained)
+    bar.close()
+    done = dict(zip([j.name for j in first + rest], h1 + h2))
+    ran = [j for j in jobs if j.name in done]                        # the grid's order
+    plan = {"coarse_seeds": sorted(coarse), "runs": len(ran), "runs_in_full_grid": len(jobs),
+            "sizes_near_transition": {f"seed{seed}-wd{wd:g}": sorted(sz) for seed, per in near.items()
+                                      for wd, sz in per.items()}}
+    return ran, [done[j.name] for j in ran], plan
