@@ -20,7 +20,7 @@ from circuits import api
 from circuits.cache import cache_key
 from circuits.fit import fit_transition
 from circuits.plots import plt
-from circuits.store import cache_dir, load_torch
+from circuits.store import cache_dir, load_torch, read_json
 from protocols import ungrokking as ug
 
 
@@ -35,13 +35,18 @@ def state(cfg) -> dict:
     n_train = max(1, round(cfg.task.frac * cfg.task.p ** cfg.task.k))
     runs = []
     for job in ug.jobs_for(cfg, seed, entry, n_train):
-        if not Path(job.checkpoint).exists():
+        record = ug.record_path(job)
+        if record.exists():                                   # finished: its history record
+            h, finished = read_json(record)["history"], True
+        elif Path(job.checkpoint).exists():                   # training (or killed): its checkpoint
+            res = load_torch(job.checkpoint)["result"]
+            h = res["history"]
+            finished = res["status"] == "stopped" or h[-1]["step"] >= job.steps
+        else:
             continue
-        res = load_torch(job.checkpoint)["result"]
-        h = res["history"]
         runs.append({"name": job.name, "D": job.size, "subset_seed": job.subset_seed, "steps": h[-1]["step"],
                      "step_cap": job.steps, "test_acc": h[-1]["test_acc"], "train_acc": h[-1]["train_acc"],
-                     "finished": res["status"] == "stopped" or h[-1]["step"] >= job.steps,
+                     "finished": finished,
                      "curve": [(r["step"], r["test_acc"]) for r in h]})
     return {"grokked": {"steps": g["step"], "test_acc": g["history"][-1]["test_acc"], "n_train": n_train},
             "runs": runs, "runs_planned": len(ug.jobs_for(cfg, seed, entry, n_train))}
