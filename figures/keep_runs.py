@@ -3,8 +3,8 @@ from one trained-circuit cache to another folder the finished networks (`<key>/m
 config.json) and the finished subset runs' records (`ungrok/<key>/history.json`), never the
 checkpoints of unfinished runs (their weights and optimiser state: megabytes each).
 
-    python figures/keep_runs.py /work/p113/cache figures/runs/p113      # keep (then commit)
-    python figures/keep_runs.py figures/runs/p113 /work/p113/cache      # restore, then rerun the command
+    python figures/keep_runs.py /work/p113/cache figures/kept/p113      # keep (then commit)
+    python figures/keep_runs.py figures/kept/p113 /work/p113/cache      # restore, then rerun the command
 
 A restored cache is read only by the code version that wrote it: its keys hold a fingerprint of the
 trainer's source (circuits.cache.code_fingerprint), so run with that commit's code.
