@@ -143,10 +143,12 @@ def plan(cfg) -> str:
     """The first line of a run: which model, p, split, seeds and protocol sizes it is about to train."""
     from circuits.config import describe
     shape = describe(cfg.model)
-    keys = ("sizes", "mem_sizes", "gen_sizes", "subset_seeds", "weight_decays", "method")
-    pick = lambda d: ", ".join(f"{k} {v}" for k, v in d.items() if k in keys)                     # noqa: E731
+    keys = ("sizes", "mem_sizes", "gen_sizes", "subset_seeds", "coarse_seeds", "weight_decays", "method")
+    pick = lambda d: ", ".join(f"{k} {v}" for k, v in d.items() if k in keys and (v or k != "coarse_seeds"))  # noqa: E731
+    method = cfg.params.get("method", "all")                  # dcrit: only the methods it will run
     parts = [pick(cfg.params)] + [f"{m}: {pick(cfg.params[m])}" for m in ("sweep", "ungrokking", "efficiency")
-                                  if isinstance(cfg.params.get(m), dict) and pick(cfg.params[m])]
+                                  if isinstance(cfg.params.get(m), dict) and pick(cfg.params[m])
+                                  and method in ("all", m)]
     return (f"{cfg.protocol} ({cfg.preset} preset): {shape}, {cfg.optim.name} lr {cfg.optim.lr:g} wd "
             f"{cfg.optim.weight_decay:g}; p = {cfg.task.p}, frac {cfg.task.frac:g}, seeds {cfg.seeds}"
             + "".join(f"; {x}" for x in parts if x))

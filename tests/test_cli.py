@@ -131,7 +131,7 @@ def test_the_first_line_says_what_will_train_and_bounds_the_time(tmp_path, capsy
     cfg = api.resolve("ungrokking", None, arch="transformer", p=113)
     line = cli_module.plan(cfg)
     assert line.startswith("ungrokking (paper preset): 1-layer transformer d_model 128") and "p = 113" in line
-    assert "sizes [390, 490, 616, 774, 973, 1222, 1494]" in line
+    assert "sizes [390, 490, 616, 774, 973, 1222, 1494]" in line and "coarse_seeds 2" in line
     module = registry.get("ungrokking").module
     plan = module.budget(cfg)
     assert len(plan) == 1 + 7 * 5 and plan[0] == (3831, 40000, 1)             # grok, then 7 sizes x 5 seeds
@@ -147,6 +147,9 @@ def test_the_first_line_says_what_will_train_and_bounds_the_time(tmp_path, capsy
     assert module.budget(cfg) == plan[1:]                                       # is not trained again
     dcrit = api.resolve("dcrit", "quick")                                       # all three methods
     assert "ungrokking: sizes [0.1, 0.15, 0.21, 0.28, 0.4]" in cli_module.plan(dcrit)
+    sweep_only = cli_module.plan(api.resolve("dcrit", "quick", overrides=["params.method=sweep"]))
+    assert "sweep: sizes" in sweep_only and "ungrokking:" not in sweep_only and "efficiency:" not in sweep_only
+    assert "coarse_seeds" not in cli_module.plan(api.resolve("ungrokking", "quick"))   # off: not said
     assert len(registry.get("dcrit").module.budget(dcrit)) == 6 * 2 + 1 + 5 * 5 + 4 * 2
     assert estimate.upper_bound(api.resolve("mixture", "quick"), registry.get("mixture").module) is None
     monkeypatch.chdir(tmp_path)
