@@ -30,6 +30,7 @@ class Job:
     checkpoint: str
     settle: dict | None = None   # settle_params(): stop once settled (None: run to the cap)
     live: str = ""               # a CSV that gets each evaluation row as it comes (run_dir/live/NAME.csv)
+    longer: tuple[str, ...] = () # checkpoints of this run at larger step caps: this one is their prefix
 
     @property
     def name(self) -> str:
@@ -44,15 +45,16 @@ def subset_size(x: float, p: int, n_train: int) -> int:
 def ungrok(job: Job) -> list[dict]:
     """Continue the grokked network on its nested subset; the history of evaluations. A finished
     run leaves its history in `record_path` beside its checkpoint, which is read back first: a
-    few kB that a long sweep can keep (commit) without the checkpoints' weights."""
-    record = record_path(job)
-    if record and record.exists():
-        try:
-            rec = read_json(record)
-            if rec.get("job") == job.name:
-                return rec["history"]
-        except (OSError, ValueError, KeyError, AttributeError):
-            pass                                                    # unreadable: train (resume) again
+    few kB that a long sweep can keep (commit) without the checkpoints' weights. Else, where the
+    same run finished with a larger step cap (`job.longer`: the other weight-decay convention's
+    cap), its history cut at this cap is this run's (`prefix`), and nothing is trained."""
+    own = read_record(record_path(job), job.name)
+    if own is not None:
+        return own
+    for ck in job.longer:
+        cut = prefix(read_record(record_path(replace(job, checkpoint=ck)), job.name), job.steps)
+        if cut is not None:
+            return cut
     cfg = job.cfg
     device = setup(cfg)
     model, data = build(cfg, job.seed, device)
@@ -63,9 +65,33 @@ def ungrok(job: Job) -> list[dict]:
                                                             fresh_optimizer=True)],
                 stop=settle_rule(job), checkpoint=job.checkpoint, seed=job.subset_seed,
                 progress=live_progress(None, job.live))
-    if record:
-        write_json(record, {"job": job.name, "status": res.status, "history": res.history})
+    if record_path(job):
+        write_json(record_path(job), {"job": job.name, "status": res.status, "history": res.history})
     return res.history
+
+
+def read_record(path: Path | None, name: str) -> list[dict] | None:
+    """The history a finished run of job `name` recorded at path (None: none, another job's, unreadable)."""
+    if not path or not path.exists():
+        return None
+    try:
+        rec = read_json(path)
+        return rec["history"] if rec.get("job") == name else None
+    except (OSError, ValueError, KeyError, AttributeError):
+        return None                                                 # unreadable: train (resume) again
+
+
+def prefix(history: list[dict] | None, cap: int) -> list[dict] | None:
+    """The history the same run would give with step cap `cap`, from its history under a larger cap.
+    Training never reads its cap and the stop rule sees the same rows in the same order, so: all of
+    it if it stopped by `cap`, else its rows up to `cap` when one was evaluated at `cap` (the capped
+    run's last evaluation); None when it cannot tell (no history, or no evaluation at `cap`)."""
+    if not history:
+        return None
+    if history[-1]["step"] <= cap:
+        return history
+    cut = [r for r in history if r["step"] <= cap]
+    return cut if cut and cut[-1]["step"] == cap else None
 
 
 def record_path(job: Job) -> Path | None:

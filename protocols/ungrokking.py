@@ -105,17 +105,25 @@ def jobs_for(cfg: Config, seed: int, model_path, n_train: int) -> list[Job]:
     settle = settle_params(p)
     out = []
     for wd in p["weight_decays"]:
-        steps = int(round(p["steps"] * wd0 / wd)) if p["equal_decay_budget"] and wd > 0 else p["steps"]
+        equal = int(round(p["steps"] * wd0 / wd)) if wd > 0 else p["steps"]
+        steps = equal if p["equal_decay_budget"] else p["steps"]
         for size in sizes:
             for s in p["subset_seeds"]:
                 job = Job(cfg, seed, str(model_path), size, s, wd, steps, p["eval_every"], "", settle)
-                key = {"grokked": Path(model_path).parent.name, "optim": to_dict(cfg)["optim"],
-                       "job": job.name, "steps": steps, "eval_every": p["eval_every"]}
-                if settle:
-                    key["settle"] = settle
-                job.checkpoint = str(cache_dir() / "ungrok" / config_hash(key) / "checkpoint.pt")
+                job.checkpoint = _checkpoint(job, steps)
+                # the other convention's cap, where larger: this run is a prefix of that one
+                job.longer = tuple(_checkpoint(job, c) for c in sorted({equal, p["steps"]}) if c > steps)
                 out.append(job)
     return out
+
+
+def _checkpoint(job: Job, steps: int) -> str:
+    """The cache path of `job` run with step cap `steps`."""
+    key = {"grokked": Path(job.model_path).parent.name, "optim": to_dict(job.cfg)["optim"],
+           "job": job.name, "steps": steps, "eval_every": job.eval_every}
+    if job.settle:
+        key["settle"] = job.settle
+    return str(cache_dir() / "ungrok" / config_hash(key) / "checkpoint.pt")
 
 
 def run_rows(jobs: list[Job], hists: list[list[dict]], p: dict, lr: float) -> list[dict]:

@@ -1,0 +1,75 @@
+"""A subset run with a smaller step cap is a prefix of the same run with a larger one (the fixed and
+the equal-decay-budget conventions of ungrokking ask for both): shown by training both for real,
+then read back without training."""
+import os
+
+import pytest
+
+from protocols import subset_runs as sr
+
+
+def _rows(h):
+    return [{k: v for k, v in r.items() if k != "time"} for r in h]     # wall time is not part of the run
+
+
+@pytest.fixture
+def grokked(tmp_path, monkeypatch):
+    from circuits.cache import trained
+    from circuits.config import Config, ModelConfig, OptimConfig, TaskConfig, TrainConfig
+
+    monkeypatch.setenv("CIRCUITS_CACHE", str(tmp_path))
+    cfg = Config(task=TaskConfig(p=11, frac=0.6), model=ModelConfig(arch="mlp", d_model=16, d_mlp=32),
+                 optim=OptimConfig(lr=3e-3), train=TrainConfig(steps=30, eval_every=10), seeds=[0])
+    _, path = trained(cfg, 0, quiet=True)
+    return cfg, str(path)
+
+
+def job(cfg, path, folder, steps, settle=None, longer=()):
+    return sr.Job(cfg, 0, path, size=12, subset_seed=1, weight_decay=3.0, steps=steps, eval_every=10,
+                  checkpoint=str(folder / "checkpoint.pt"), settle=settle, longer=longer)
+
+
+@pytest.mark.parametrize("settle", [None, {"decay_times": 0.1, "acc_tol": 1.0}], ids=["to-cap", "settles"])
+def test_a_capped_run_is_the_prefix_of_a_longer_one(grokked, tmp_path, settle):
+    cfg, path = grokked
+    long = job(cfg, path, tmp_path / "long", 90, settle)
+    short = job(cfg, path, tmp_path / "short", 40, settle)
+    h_long, h_short = sr.ungrok(long), sr.ungrok(short)                  # both trained for real
+    assert _rows(sr.prefix(h_long, 40)) == _rows(h_short)
+    if settle:                                                          # 0.1 decay times = 11 steps: stops at 20
+        assert h_long[-1]["step"] == h_short[-1]["step"] == 20
+    else:
+        assert h_long[-1]["step"] == 90 and h_short[-1]["step"] == 40
+
+    derived = job(cfg, path, tmp_path / "derived", 40, settle, longer=(long.checkpoint,))
+    assert sr.ungrok(derived) == sr.prefix(h_long, 40)
+    assert not os.path.exists(derived.checkpoint)                       # read, not trained
+
+
+def test_no_prefix_without_an_evaluation_at_the_cap_or_of_another_job(grokked, tmp_path):
+    cfg, path = grokked
+    long = job(cfg, path, tmp_path / "long", 90)
+    h = sr.ungrok(long)
+    assert sr.prefix(h, 45) is None and sr.prefix(None, 40) is None and sr.prefix([], 40) is None
+    odd = job(cfg, path, tmp_path / "odd", 45, longer=(long.checkpoint,))
+    assert sr.ungrok(odd)[-1]["step"] == 45 and os.path.exists(odd.checkpoint)   # trained
+    other = sr.Job(**{**vars(job(cfg, path, tmp_path / "other", 40, longer=(long.checkpoint,))), "subset_seed": 2})
+    sr.ungrok(other)
+    assert os.path.exists(other.checkpoint)                             # the longer record is another job's
+
+
+def test_jobs_name_the_other_conventions_larger_cap():
+    from circuits import api
+    from protocols import ungrokking as ug
+
+    cfg = api.resolve("ungrokking", "paper", arch="transformer",
+                      overrides=["params.weight_decays=[0.3,1,3]", "params.equal_decay_budget=false"])
+    fixed = {j.name: j for j in ug.jobs_for(cfg, 0, "/c/abc/model.pt", 3830)}
+    cfg = api.resolve("ungrokking", "paper", arch="transformer", overrides=["params.weight_decays=[0.3,1,3]"])
+    equal = {j.name: j for j in ug.jobs_for(cfg, 0, "/c/abc/model.pt", 3830)}
+    j = "seed0-wd3-D390-s0"
+    assert (equal[j].steps, fixed[j].steps) == (10000, 30000) and equal[j].longer == (fixed[j].checkpoint,)
+    j = "seed0-wd0.3-D390-s0"
+    assert (fixed[j].steps, equal[j].steps) == (30000, 100000) and fixed[j].longer == (equal[j].checkpoint,)
+    j = "seed0-wd1-D390-s0"
+    assert fixed[j].checkpoint == equal[j].checkpoint and fixed[j].longer == ()
