@@ -30,7 +30,7 @@ class Job:
     checkpoint: str
     settle: dict | None = None   # settle_params(): stop once settled (None: run to the cap)
     live: str = ""               # a CSV that gets each evaluation row as it comes (run_dir/live/NAME.csv)
-    longer: tuple[str, ...] = () # checkpoints of this run at larger step caps: this one is their prefix
+    other_caps: tuple = ()       # ((cap, checkpoint), ...): this run under other step caps (see `same_run`)
 
     @property
     def name(self) -> str:
@@ -46,15 +46,15 @@ def ungrok(job: Job) -> list[dict]:
     """Continue the grokked network on its nested subset; the history of evaluations. A finished
     run leaves its history in `record_path` beside its checkpoint, which is read back first: a
     few kB that a long sweep can keep (commit) without the checkpoints' weights. Else, where the
-    same run finished with a larger step cap (`job.longer`: the other weight-decay convention's
-    cap), its history cut at this cap is this run's (`prefix`), and nothing is trained."""
+    same run finished under another step cap (`job.other_caps`: the other weight-decay convention's)
+    and that decides this one (`same_run`), it is read from there and nothing is trained."""
     own = read_record(record_path(job), job.name)
     if own is not None:
-        return own
-    for ck in job.longer:
-        cut = prefix(read_record(record_path(replace(job, checkpoint=ck)), job.name), job.steps)
-        if cut is not None:
-            return cut
+        return own[0]
+    for cap, ck in job.other_caps:
+        hist = same_run(read_record(record_path(replace(job, checkpoint=ck)), job.name), cap, job.steps)
+        if hist is not None:
+            return hist
     cfg = job.cfg
     device = setup(cfg)
     model, data = build(cfg, job.seed, device)
@@ -70,22 +70,35 @@ def ungrok(job: Job) -> list[dict]:
     return res.history
 
 
-def read_record(path: Path | None, name: str) -> list[dict] | None:
-    """The history a finished run of job `name` recorded at path (None: none, another job's, unreadable)."""
+def read_record(path: Path | None, name: str) -> tuple[list[dict], str | None] | None:
+    """(history, status) of a finished run of job `name` recorded at path (None: none, another job's,
+    unreadable)."""
     if not path or not path.exists():
         return None
     try:
         rec = read_json(path)
-        return rec["history"] if rec.get("job") == name else None
+        return (rec["history"], rec.get("status")) if rec.get("job") == name else None
     except (OSError, ValueError, KeyError, AttributeError):
         return None                                                 # unreadable: train (resume) again
 
 
+def same_run(record: tuple[list[dict], str | None] | None, cap: int, steps: int) -> list[dict] | None:
+    """The history of a run with step cap `steps`, from the record of the same run under cap `cap`.
+    Training never reads its cap and the stop rule sees the same rows in the same order, so a larger
+    cap's history cut at `steps` is this run's (`prefix`), and a smaller cap's run that stopped by its
+    rule (status stopped or diverged, not "done" at its cap) is this run whole. None: it cannot tell."""
+    if record is None:
+        return None
+    history, status = record
+    if cap > steps:
+        return prefix(history, steps)
+    return history if history and status in ("stopped", "diverged") else None
+
+
 def prefix(history: list[dict] | None, cap: int) -> list[dict] | None:
-    """The history the same run would give with step cap `cap`, from its history under a larger cap.
-    Training never reads its cap and the stop rule sees the same rows in the same order, so: all of
-    it if it stopped by `cap`, else its rows up to `cap` when one was evaluated at `cap` (the capped
-    run's last evaluation); None when it cannot tell (no history, or no evaluation at `cap`)."""
+    """The history the same run would give with step cap `cap`, from its history under a larger cap:
+    all of it if it stopped by `cap`, else its rows up to `cap` when one was evaluated at `cap` (the
+    capped run's last evaluation); None when it cannot tell (no history, or no evaluation at `cap`)."""
     if not history:
         return None
     if history[-1]["step"] <= cap:

@@ -111,8 +111,8 @@ def jobs_for(cfg: Config, seed: int, model_path, n_train: int) -> list[Job]:
             for s in p["subset_seeds"]:
                 job = Job(cfg, seed, str(model_path), size, s, wd, steps, p["eval_every"], "", settle)
                 job.checkpoint = _checkpoint(job, steps)
-                # the other convention's cap, where larger: this run is a prefix of that one
-                job.longer = tuple(_checkpoint(job, c) for c in sorted({equal, p["steps"]}) if c > steps)
+                # the same run under the other convention's cap (read where it decides this one)
+                job.other_caps = tuple((c, _checkpoint(job, c)) for c in sorted({equal, p["steps"]}) if c != steps)
                 out.append(job)
     return out
 

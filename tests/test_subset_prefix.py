@@ -1,6 +1,7 @@
-"""A subset run with a smaller step cap is a prefix of the same run with a larger one (the fixed and
-the equal-decay-budget conventions of ungrokking ask for both): shown by training both for real,
-then read back without training."""
+"""A subset run under one step cap decides the same run under another (the fixed and the
+equal-decay-budget conventions of ungrokking ask for both): a smaller cap's history is the prefix of
+a larger cap's, and a run that stopped by its rule before its cap is the same under any larger one.
+Shown by training both for real, then read back without training."""
 import os
 
 import pytest
@@ -24,9 +25,10 @@ def grokked(tmp_path, monkeypatch):
     return cfg, str(path)
 
 
-def job(cfg, path, folder, steps, settle=None, longer=()):
+def job(cfg, path, folder, steps, settle=None, other=None):
     return sr.Job(cfg, 0, path, size=12, subset_seed=1, weight_decay=3.0, steps=steps, eval_every=10,
-                  checkpoint=str(folder / "checkpoint.pt"), settle=settle, longer=longer)
+                  checkpoint=str(folder / "checkpoint.pt"), settle=settle,
+                  other_caps=((other.steps, other.checkpoint),) if other else ())
 
 
 @pytest.mark.parametrize("settle", [None, {"decay_times": 0.1, "acc_tol": 1.0}], ids=["to-cap", "settles"])
@@ -41,9 +43,13 @@ def test_a_capped_run_is_the_prefix_of_a_longer_one(grokked, tmp_path, settle):
     else:
         assert h_long[-1]["step"] == 90 and h_short[-1]["step"] == 40
 
-    derived = job(cfg, path, tmp_path / "derived", 40, settle, longer=(long.checkpoint,))
+    derived = job(cfg, path, tmp_path / "derived", 40, settle, other=long)
     assert sr.ungrok(derived) == sr.prefix(h_long, 40)
     assert not os.path.exists(derived.checkpoint)                       # read, not trained
+    # the other way: a larger cap reads a smaller cap's run only if that one stopped by its rule
+    up = job(cfg, path, tmp_path / "up", 90, settle, other=short)
+    assert sr.ungrok(up) == h_short if settle else sr.ungrok(up)[-1]["step"] == 90   # the short run's own record
+    assert os.path.exists(up.checkpoint) == (settle is None)            # trained only where it had to be
 
 
 def test_no_prefix_without_an_evaluation_at_the_cap_or_of_another_job(grokked, tmp_path):
@@ -51,14 +57,14 @@ def test_no_prefix_without_an_evaluation_at_the_cap_or_of_another_job(grokked, t
     long = job(cfg, path, tmp_path / "long", 90)
     h = sr.ungrok(long)
     assert sr.prefix(h, 45) is None and sr.prefix(None, 40) is None and sr.prefix([], 40) is None
-    odd = job(cfg, path, tmp_path / "odd", 45, longer=(long.checkpoint,))
+    odd = job(cfg, path, tmp_path / "odd", 45, other=long)
     assert sr.ungrok(odd)[-1]["step"] == 45 and os.path.exists(odd.checkpoint)   # trained
-    other = sr.Job(**{**vars(job(cfg, path, tmp_path / "other", 40, longer=(long.checkpoint,))), "subset_seed": 2})
+    other = sr.Job(**{**vars(job(cfg, path, tmp_path / "other", 40, other=long)), "subset_seed": 2})
     sr.ungrok(other)
     assert os.path.exists(other.checkpoint)                             # the longer record is another job's
 
 
-def test_jobs_name_the_other_conventions_larger_cap():
+def test_jobs_name_the_other_conventions_cap():
     from circuits import api
     from protocols import ungrokking as ug
 
@@ -68,8 +74,9 @@ def test_jobs_name_the_other_conventions_larger_cap():
     cfg = api.resolve("ungrokking", "paper", arch="transformer", overrides=["params.weight_decays=[0.3,1,3]"])
     equal = {j.name: j for j in ug.jobs_for(cfg, 0, "/c/abc/model.pt", 3830)}
     j = "seed0-wd3-D390-s0"
-    assert (equal[j].steps, fixed[j].steps) == (10000, 30000) and equal[j].longer == (fixed[j].checkpoint,)
+    assert (equal[j].steps, fixed[j].steps) == (10000, 30000)
+    assert equal[j].other_caps == ((30000, fixed[j].checkpoint),) and fixed[j].other_caps == ((10000, equal[j].checkpoint),)
     j = "seed0-wd0.3-D390-s0"
-    assert (fixed[j].steps, equal[j].steps) == (30000, 100000) and fixed[j].longer == (equal[j].checkpoint,)
+    assert (fixed[j].steps, equal[j].steps) == (30000, 100000) and fixed[j].other_caps == ((100000, equal[j].checkpoint),)
     j = "seed0-wd1-D390-s0"
-    assert fixed[j].checkpoint == equal[j].checkpoint and fixed[j].longer == ()
+    assert fixed[j].checkpoint == equal[j].checkpoint and fixed[j].other_caps == ()
