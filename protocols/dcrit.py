@@ -133,13 +133,14 @@ def efficiency_config(cfg: Config, p: dict, wd: float) -> Config:
 
 
 def budget(cfg: Config) -> list[tuple[int, int, int]]:
-    """Every run of every method at its step cap, for the run's time bound (circuits.estimate)."""
+    """Every run of every method not done yet, at its step cap, for the run's time bound (circuits.estimate)."""
     p = protocol_fields(cfg.params, DEFAULTS, "params")
     methods, wds = methods_of(p), weight_decays(cfg, p)
     workers = p["workers"] or os.cpu_count() or 1
     plan = []
     if "sweep" in methods:
-        plan += [(j.size, j.cfg.train.steps, workers) for wd in wds for j in sweep_jobs(cfg, p, wd)]
+        plan += [(j.size, j.cfg.train.steps, workers) for wd in wds for j in sweep_jobs(cfg, p, wd)
+                 if not semigrokking.entry(j).exists()]
     if "ungrokking" in methods:
         plan += ungrokking.budget(ungrokking_config(cfg, p, wds))
     if "efficiency" in methods:

@@ -275,9 +275,9 @@ def per_size(rows: list[dict]) -> dict:
 
 
 def budget(cfg: Config) -> list[tuple[int, int, int]]:
-    """Every circuit network at its step cap, for the run's time bound (circuits.estimate)."""
+    """Every circuit network not in the cache yet, at its step cap, for the run's time bound (circuits.estimate)."""
     workers = protocol_fields(cfg.params, DEFAULTS, "params")["workers"] or os.cpu_count() or 1
-    return [(j.size, j.cfg.train.steps, workers) for j in jobs_for(cfg)]
+    return [(j.size, j.cfg.train.steps, workers) for j in jobs_for(cfg) if not entry_path(j.cfg, j.seed, j.stop_name).exists()]
 
 
 def measure(cfg: Config, label: str = "efficiency", live_dir: Path | None = None) -> list[dict]:

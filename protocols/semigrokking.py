@@ -108,8 +108,12 @@ def job_name(job: Job, prefix: str = "") -> str:
 
 def networks(jobs: list[Job], prefix: str = "") -> dict:
     """name (job_name) -> cache file of every run from scratch (for the run's networks/)."""
-    return {job_name(j, prefix): entry_path(j.cfg, j.seed, stop_name(
-        protocol_fields(j.cfg.criteria, CRITERIA, "criteria"))) for j in jobs}
+    return {job_name(j, prefix): entry(j) for j in jobs}
+
+
+def entry(job: Job) -> Path:
+    """The run's network in the trained-circuit cache (there once it has finished)."""
+    return entry_path(job.cfg, job.seed, stop_name(protocol_fields(job.cfg.criteria, CRITERIA, "criteria")))
 
 
 def live_to(jobs: list[Job], live_dir: Path, prefix: str = "") -> list[Job]:
@@ -132,10 +136,10 @@ def scratch_jobs(cfg: Config, sizes: list[int]) -> list[Job]:
 
 
 def budget(cfg: Config) -> list[tuple[int, int, int]]:
-    """Every run from scratch at its step cap, for the run's time bound (circuits.estimate)."""
+    """Every run from scratch not finished yet, at its step cap, for the run's time bound (circuits.estimate)."""
     p = protocol_fields(cfg.params, DEFAULTS, "params")
     workers = p["workers"] or os.cpu_count() or 1
-    return [(j.size, j.cfg.train.steps, workers) for j in scratch_jobs(cfg, sizes_for(cfg, p)[0])]
+    return [(j.size, j.cfg.train.steps, workers) for j in scratch_jobs(cfg, sizes_for(cfg, p)[0]) if not entry(j).exists()]
 
 
 def run_scratch(jobs: list[Job], workers: int | None, label: str) -> list[list[dict]]:

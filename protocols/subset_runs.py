@@ -48,13 +48,9 @@ def ungrok(job: Job) -> list[dict]:
     few kB that a long sweep can keep (commit) without the checkpoints' weights. Else, where the
     same run finished under another step cap (`job.other_caps`: the other weight-decay convention's)
     and that decides this one (`same_run`), it is read from there and nothing is trained."""
-    own = read_record(record_path(job), job.name)
-    if own is not None:
-        return own[0]
-    for cap, ck in job.other_caps:
-        hist = same_run(read_record(record_path(replace(job, checkpoint=ck)), job.name), cap, job.steps)
-        if hist is not None:
-            return hist
+    hist = recorded(job)
+    if hist is not None:
+        return hist
     cfg = job.cfg
     device = setup(cfg)
     model, data = build(cfg, job.seed, device)
@@ -68,6 +64,19 @@ def ungrok(job: Job) -> list[dict]:
     if record_path(job):
         write_json(record_path(job), {"job": job.name, "status": res.status, "history": res.history})
     return res.history
+
+
+def recorded(job: Job) -> list[dict] | None:
+    """The job's history if a finished run already decides it (its own record, or the same run under
+    another cap: `same_run`); None: it has to train."""
+    own = read_record(record_path(job), job.name)
+    if own is not None:
+        return own[0]
+    for cap, ck in job.other_caps:
+        hist = same_run(read_record(record_path(replace(job, checkpoint=ck)), job.name), cap, job.steps)
+        if hist is not None:
+            return hist
+    return None
 
 
 def read_record(path: Path | None, name: str) -> tuple[list[dict], str | None] | None:

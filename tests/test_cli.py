@@ -145,12 +145,30 @@ def test_the_first_line_says_what_will_train_and_bounds_the_time(tmp_path, capsy
     grok.parent.mkdir(parents=True)
     grok.touch()
     assert module.budget(cfg) == plan[1:]                                       # is not trained again
+    assert len(registry.get("dcrit").module.budget(api.resolve("dcrit", "quick"))) == 6 * 2 + 1 + 5 * 5 + 4 * 2
+    # a resumed run is bounded by the work left: a finished subset run's record, a finished network
+    from circuits.store import write_json
+    job = module.jobs_for(cfg, 0, grok, 3831)[0]
+    write_json(module.record_path(job), {"job": job.name, "status": "stopped", "history": [{"step": 500}]})
+    assert len(module.budget(cfg)) == len(plan) - 2
+    from protocols import dcrit as dc, efficiency, semigrokking
+    sweep = api.resolve("dcrit", "quick", overrides=["params.method=sweep"])
+    n = len(dc.budget(sweep))
+    sp = dc.protocol_fields(sweep.params, dc.DEFAULTS, "params")
+    first = dc.sweep_jobs(sweep, sp, dc.weight_decays(sweep, sp)[0])[0]
+    semigrokking.entry(first).parent.mkdir(parents=True)
+    semigrokking.entry(first).touch()
+    assert len(dc.budget(sweep)) == n - 1
+    eff = api.resolve("efficiency", "quick")
+    n, j = len(efficiency.budget(eff)), efficiency.jobs_for(eff)[0]
+    cache.entry_path(j.cfg, j.seed, j.stop_name).parent.mkdir(parents=True)
+    cache.entry_path(j.cfg, j.seed, j.stop_name).touch()
+    assert len(efficiency.budget(eff)) == n - 1
     dcrit = api.resolve("dcrit", "quick")                                       # all three methods
     assert "ungrokking: sizes [0.1, 0.15, 0.21, 0.28, 0.4]" in cli_module.plan(dcrit)
     sweep_only = cli_module.plan(api.resolve("dcrit", "quick", overrides=["params.method=sweep"]))
     assert "sweep: sizes" in sweep_only and "ungrokking:" not in sweep_only and "efficiency:" not in sweep_only
     assert "coarse_seeds" not in cli_module.plan(api.resolve("ungrokking", "quick"))   # off: not said
-    assert len(registry.get("dcrit").module.budget(dcrit)) == 6 * 2 + 1 + 5 * 5 + 4 * 2
     assert estimate.upper_bound(api.resolve("mixture", "quick"), registry.get("mixture").module) is None
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit):
