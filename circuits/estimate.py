@@ -51,11 +51,13 @@ def default_budget(cfg: Config) -> list[tuple[int, int, int]]:
 
 
 def upper_bound(cfg: Config, module) -> float | None:
-    """Seconds for every planned step at its cap, over the workers; None for a protocol that does
-    not say its budget (no `budget(cfg)`): no number rather than a wrong one."""
+    """Seconds for every planned step at its cap, over the workers (0: nothing left to train); None
+    for a protocol that does not say its budget (no `budget(cfg)`): no number rather than a wrong one."""
     plan = module.budget(cfg) if hasattr(module, "budget") else None
-    if not plan:
+    if plan is None:
         return None
+    if not plan:
+        return 0.0                                  # everything it needs is in the cache
     sizes = sorted({n for n, _, _ in plan})
     lo, hi = sizes[0], sizes[-1]
     per = {}                                        # workers -> seconds per step as a function of n
@@ -70,6 +72,8 @@ def upper_bound(cfg: Config, module) -> float | None:
 def said(seconds: float | None) -> str:
     if seconds is None:
         return ""
+    if seconds == 0:
+        return "; nothing left to train (all read from the cache)"
     if seconds < 120:
         return f"; at most ~{seconds:.0f} s here (step caps; runs that stop early take less)"
     return f"; at most ~{seconds / 60:.0f} min here (step caps; runs that stop early take less)"

@@ -178,6 +178,22 @@ def adaptive_plan(jobs: list[Job], coarse_hists: dict[str, list[dict]], coarse: 
     return rest, near
 
 
+def planned(jobs: list[Job], p: dict, crit: dict) -> list[Job]:
+    """The jobs a run may still train, for its time bound: with params.coarse_seeds, a (grok seed, wd)
+    group whose coarse runs have all finished keeps only the sizes its second pass will run
+    (`adaptive_plan`); every job of the other groups stays (what they will need is not known yet)."""
+    seeds, k = sorted(p["subset_seeds"]), p["coarse_seeds"] or 0
+    if not 0 < k < len(seeds):
+        return jobs
+    coarse = set(seeds[:k])
+    hists = {j.name: recorded(j) for j in jobs if j.subset_seed in coarse}
+    group = lambda j: (j.seed, j.weight_decay)                                # noqa: E731
+    open_groups = {group(j) for j in jobs if j.subset_seed in coarse and hists[j.name] is None}
+    rest, _ = adaptive_plan([j for j in jobs if group(j) not in open_groups], hists, coarse, crit)
+    second = {j.name for j in rest}
+    return [j for j in jobs if group(j) in open_groups or j.subset_seed in coarse or j.name in second]
+
+
 def run_jobs(jobs: list[Job], cfg: Config, p: dict, crit: dict) -> tuple[list[Job], list[list[dict]], dict | None]:
     """Train the subset runs: all of them, or (params.coarse_seeds = k, fewer than the subset seeds)
     a coarse pass with the first k subset seeds, then the others near the transition only."""

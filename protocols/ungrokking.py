@@ -46,7 +46,7 @@ from circuits.detect import Verdict, claims_from, combine, first_step, held, set
 from circuits.experiment import LIVE, begin, finish
 from circuits.fit import Estimate, agree, fit_transition, inside, intervals_overlap, over_seeds, sensitivity, status
 from circuits.store import cache_dir, config_hash
-from protocols.subset_runs import Job, bracket, record_path, recorded, run_jobs, settle_params, subset_size, ungrok  # noqa: F401 (Job, bracket, record_path, ungrok: used via this module)
+from protocols.subset_runs import Job, bracket, planned, record_path, recorded, run_jobs, settle_params, subset_size, ungrok  # noqa: F401 (Job, bracket, record_path, ungrok: used via this module)
 
 NAME = "ungrokking"
 CLAIM = ("a grokked network trained on D' << D_crit loses test accuracy while train accuracy stays 1; "
@@ -332,13 +332,13 @@ def figure(cfg: Config, jobs: list[Job], hists: list[list[dict]], per_wd: dict, 
 def budget(cfg: Config) -> list[tuple[int, int, int]]:
     """The step budget at its caps of the work not done yet, for the run's time bound
     (circuits.estimate): grokking each seed (unless cached), then every subset run that no finished
-    run decides (`recorded`), spread over the worker processes."""
+    run decides (`recorded`) and the adaptive plan may still ask for (`planned`), spread over the
+    worker processes."""
     p = params(cfg)
     n_train = max(1, round(cfg.task.frac * cfg.task.p ** cfg.task.k))
     workers = p["workers"] or os.cpu_count() or 1
-    _, grok = grokked_rule(protocol_fields(cfg.criteria, CRITERIA, "criteria")["pretrain_test_acc"])
+    crit = protocol_fields(cfg.criteria, CRITERIA, "criteria")
+    _, grok = grokked_rule(crit["pretrain_test_acc"])
     plan = [(n_train, cfg.train.steps, 1) for seed in cfg.seeds if not entry_path(cfg, seed, grok).exists()]
-    for seed in cfg.seeds:
-        plan += [(j.size, j.steps, workers) for j in jobs_for(cfg, seed, entry_path(cfg, seed, grok), n_train)
-                 if recorded(j) is None]
-    return plan
+    jobs = [j for seed in cfg.seeds for j in jobs_for(cfg, seed, entry_path(cfg, seed, grok), n_train)]
+    return plan + [(j.size, j.steps, workers) for j in planned(jobs, p, crit) if recorded(j) is None]

@@ -151,6 +151,18 @@ def test_the_first_line_says_what_will_train_and_bounds_the_time(tmp_path, capsy
     job = module.jobs_for(cfg, 0, grok, 3831)[0]
     write_json(module.record_path(job), {"job": job.name, "status": "stopped", "history": [{"step": 500}]})
     assert len(module.budget(cfg)) == len(plan) - 2
+    # once a group's coarse pass (subset seeds 0-1) has finished, only its second pass's sizes count
+    acc = {390: 0.05, 490: 0.1, 616: 0.5, 774: 0.95, 973: 0.98, 1222: 0.99, 1494: 1.0}    # in transition: 490, 616
+    for j in module.jobs_for(cfg, 0, grok, 3831):
+        if j.subset_seed < 2:
+            write_json(module.record_path(j), {"job": j.name, "status": "stopped",
+                                               "history": [{"step": 500, "test_acc": acc[j.size], "train_acc": 1.0}]})
+    left = module.budget(cfg)
+    assert sorted(n for n, _, _ in left) == sorted([390, 490, 616, 774] * 3)           # seeds 2-4, one size either side
+    for j in module.jobs_for(cfg, 0, grok, 3831):
+        write_json(module.record_path(j), {"job": j.name, "status": "stopped",
+                                           "history": [{"step": 500, "test_acc": acc[j.size], "train_acc": 1.0}]})
+    assert module.budget(cfg) == [] and estimate.said(estimate.upper_bound(cfg, module)).startswith("; nothing left")
     from protocols import dcrit as dc, efficiency, semigrokking
     sweep = api.resolve("dcrit", "quick", overrides=["params.method=sweep"])
     n = len(dc.budget(sweep))
