@@ -79,6 +79,12 @@ def recorded(job: Job) -> list[dict] | None:
     return None
 
 
+def network_of(job: Job) -> Path | None:
+    """The file with the job's final weights: its checkpoint once its own record says it finished. A
+    run read from another cap's record has none (its checkpoint, if any, is of an unfinished try)."""
+    return Path(job.checkpoint) if read_record(record_path(job), job.name) is not None else None
+
+
 def read_record(path: Path | None, name: str) -> tuple[list[dict], str | None] | None:
     """(history, status) of a finished run of job `name` recorded at path (None: none, another job's,
     unreadable)."""

@@ -46,7 +46,7 @@ from circuits.detect import Verdict, claims_from, combine, first_step, held, set
 from circuits.experiment import LIVE, begin, finish
 from circuits.fit import Estimate, agree, fit_transition, inside, intervals_overlap, over_seeds, sensitivity, status
 from circuits.store import cache_dir, config_hash
-from protocols.subset_runs import Job, bracket, planned, record_path, recorded, run_jobs, settle_params, subset_size, ungrok  # noqa: F401 (Job, bracket, record_path, ungrok: used via this module)
+from protocols.subset_runs import Job, bracket, network_of, planned, record_path, recorded, run_jobs, settle_params, subset_size, ungrok  # noqa: F401 (Job, bracket, record_path, ungrok: used via this module)
 
 NAME = "ungrokking"
 CLAIM = ("a grokked network trained on D' << D_crit loses test accuracy while train accuracy stays 1; "
@@ -256,7 +256,7 @@ def measure(cfg: Config, live_dir: Path | None = None) -> Measured:
         job.live = str(live_dir / f"{job.name}.csv")
     jobs, hists, adaptive = run_jobs(jobs, cfg, p, crit)
     histories.update({j.name: h for j, h in zip(jobs, hists)})
-    networks.update({j.name: Path(j.checkpoint) for j in jobs})
+    networks.update({j.name: network_of(j) for j in jobs if network_of(j)})
     rows = run_rows(jobs, hists, p, cfg.optim.lr)
     ratio = wd_ratio(rows, p["n_boot"]) if len(p["weight_decays"]) > 1 else None
     return Measured(grokked, jobs, hists, summarise(rows, cfg.task.p, p["n_boot"]), histories, rows, ratio,

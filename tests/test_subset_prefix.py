@@ -3,6 +3,8 @@ equal-decay-budget conventions of ungrokking ask for both): a smaller cap's hist
 a larger cap's, and a run that stopped by its rule before its cap is the same under any larger one.
 Shown by training both for real, then read back without training."""
 import os
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -46,6 +48,10 @@ def test_a_capped_run_is_the_prefix_of_a_longer_one(grokked, tmp_path, settle):
     derived = job(cfg, path, tmp_path / "derived", 40, settle, other=long)
     assert sr.ungrok(derived) == sr.prefix(h_long, 40)
     assert not os.path.exists(derived.checkpoint)                       # read, not trained
+    assert sr.network_of(short) == Path(short.checkpoint) and sr.network_of(derived) is None
+    os.makedirs(tmp_path / "derived")
+    shutil.copy(long.checkpoint, derived.checkpoint)                    # a stale try's checkpoint there:
+    assert sr.network_of(derived) is None                               # not the derived run's network
     # the other way: a larger cap reads a smaller cap's run only if that one stopped by its rule
     up = job(cfg, path, tmp_path / "up", 90, settle, other=short)
     assert sr.ungrok(up) == h_short if settle else sr.ungrok(up)[-1]["step"] == 90   # the short run's own record
