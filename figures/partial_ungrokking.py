@@ -20,7 +20,7 @@ from circuits import api
 from circuits.cache import cache_key
 from circuits.fit import fit_transition
 from circuits.plots import plt
-from circuits.store import cache_dir, load_torch, read_json
+from circuits.store import cache_dir, load_torch
 from protocols import ungrokking as ug
 
 
@@ -35,14 +35,12 @@ def state(cfg) -> dict:
     n_train = max(1, round(cfg.task.frac * cfg.task.p ** cfg.task.k))
     runs = []
     for job in ug.jobs_for(cfg, seed, entry, n_train):
-        record = ug.record_path(job)
-        if record.exists():                                   # finished: its history record
-            h, finished = read_json(record)["history"], True
-        elif Path(job.checkpoint).exists():                   # training (or killed): its checkpoint
+        h, finished = ug.recorded(job), True                  # finished: its record (or another cap's)
+        if h is None and Path(job.checkpoint).exists():       # training (or killed): its checkpoint
             res = load_torch(job.checkpoint)["result"]
             h = res["history"]
             finished = res["status"] == "stopped" or h[-1]["step"] >= job.steps
-        else:
+        if h is None:
             continue
         runs.append({"name": job.name, "D": job.size, "subset_seed": job.subset_seed, "steps": h[-1]["step"],
                      "step_cap": job.steps, "test_acc": h[-1]["test_acc"], "train_acc": h[-1]["train_acc"],
