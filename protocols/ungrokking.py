@@ -256,7 +256,7 @@ def measure(cfg: Config, live_dir: Path | None = None) -> Measured:
         job.live = str(live_dir / f"{job.name}.csv")
     jobs, hists, adaptive = run_jobs(jobs, cfg, p, crit)
     histories.update({j.name: h for j, h in zip(jobs, hists)})
-    networks.update({j.name: network_of(j) for j in jobs if network_of(j)})
+    networks.update({j.name: path for j in jobs if (path := network_of(j))})
     rows = run_rows(jobs, hists, p, cfg.optim.lr)
     ratio = wd_ratio(rows, p["n_boot"]) if len(p["weight_decays"]) > 1 else None
     return Measured(grokked, jobs, hists, summarise(rows, cfg.task.p, p["n_boot"]), histories, rows, ratio,
