@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from circuits.plots import plt
@@ -40,15 +41,40 @@ def panel(ax, verdict: dict, title: str) -> None:
     ax.legend(fontsize=7, loc="upper left")
 
 
+def caps(verdict: dict) -> dict[float, set[int]]:
+    """The step caps of a verdict's subset runs, per weight decay."""
+    out: dict[float, set[int]] = {}
+    for r in verdict["measured"].get("runs", []):
+        out.setdefault(float(r["name"].split("-wd")[1].split("-")[0]), set()).add(r["step_cap"])
+    return out
+
+
+def mismatch(fixed: dict, equal: dict) -> str | None:
+    """Why the two verdicts are not the two conventions of one setting (None: they are)."""
+    cf, ce = caps(fixed), caps(equal)
+    if set(cf) != set(ce) or len(cf) < 2:
+        return f"the verdicts must share two or more weight decays (fixed: {sorted(cf)}, equal: {sorted(ce)})"
+    if len(set().union(*cf.values())) != 1:
+        return f"the first verdict is not one fixed step cap (caps by wd: {cf}); give FIXED first, then EQUAL"
+    if len(set().union(*ce.values())) == 1:
+        return "the second verdict gives every wd the same step cap: not the equal-decay-budget run"
+    return None
+
+
 def main(argv=None) -> Path:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("fixed", type=Path, help="verdict.json of the fixed-budget run")
     ap.add_argument("equal", type=Path, help="verdict.json of the equal-decay-budget run")
     ap.add_argument("--out", type=Path, required=True, help="the figure (.png)")
     a = ap.parse_args(argv)
+    verdicts = [json.loads(path.read_text()) for path in (a.fixed, a.equal)]
+    why = mismatch(*verdicts)
+    if why:
+        print(f"error: {why}", file=sys.stderr)
+        sys.exit(2)
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
-    for ax, path, title in zip(axes, (a.fixed, a.equal), ("one fixed step cap", "equal decay budget")):
-        panel(ax, json.loads(path.read_text()), title)
+    for ax, verdict, title in zip(axes, verdicts, ("one fixed step cap", "equal decay budget")):
+        panel(ax, verdict, title)
     fig.tight_layout()
     a.out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(a.out, dpi=120)
