@@ -115,3 +115,40 @@ def validate_run(cfg: Config, proto=None) -> None:
         own = getattr(proto.module, "validate", None)   # a protocol's own checks, if it has them: validate(cfg)
         if callable(own):
             own(point)
+
+
+# Range checks a protocol's own `validate(cfg)` uses on its params (their kinds are checked above).
+
+def need(ok: bool, message: str) -> None:
+    if not ok:
+        raise CircuitsError(message)
+
+
+def check_sizes(xs, path: str, n_all: int, most: int | None = None, most_what: str = "") -> None:
+    """Training-set sizes as `circuits.tasks.sizes_from` reads them: a non-empty list of fractions of
+    all n_all inputs (0 < x <= 1) or whole counts (x > 1), each giving between 1 and `most` inputs
+    (default n_all; most_what says what bounds it). A size outside is refused, never clamped."""
+    most = n_all if most is None else most
+    need(isinstance(xs, (list, tuple)) and len(xs) > 0, f"{path} must be a non-empty list of sizes, got {xs!r}")
+    for x in xs:
+        need(x > 0, f"{path}: a size must be > 0 (a fraction of all {n_all} inputs, or a count), got {x}")
+        need(x <= 1 or x == int(x), f"{path}: a size above 1 is a count and must be whole, got {x}")
+        n = int(round(x * n_all)) if x <= 1 else int(x)
+        need(1 <= n <= most, f"{path}: size {x} gives {n} inputs; it must give 1 to {most}"
+                             + (f" ({most_what})" if most_what else ""))
+
+
+def check_seed_list(xs, path: str) -> None:
+    """A non-empty list of distinct integer seeds >= 0."""
+    need(isinstance(xs, (list, tuple)) and len(xs) > 0 and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
+                                                               for s in xs),
+         f"{path} must be a non-empty list of integers >= 0, got {xs!r}")
+    need(len(set(xs)) == len(xs), f"{path} must not repeat a seed, got {xs!r}")
+
+
+def check_at_least(value, path: str, low: float, strict: bool = False) -> None:
+    """value (a number, or each number of a non-empty list) > low (strict) or >= low."""
+    values = value if isinstance(value, (list, tuple)) else [value]
+    need(len(values) > 0, f"{path} must not be empty")
+    for v in values:
+        need(v > low if strict else v >= low, f"{path} must be {'>' if strict else '>='} {low:g}, got {v!r}")

@@ -34,6 +34,7 @@ from circuits.errors import CircuitsError
 from circuits.experiment import LIVE, begin, finish
 from circuits.fit import fit_transition
 from circuits.tasks import sizes_from
+from circuits.validate import check_sizes
 from protocols import semigrokking
 
 NAME = "data-efficiency"
@@ -81,6 +82,15 @@ def selected(p: dict) -> dict:
     if unknown:
         raise CircuitsError(f"params.select names unknown config(s) {', '.join(unknown)} (known: {', '.join(p['configs'])})")
     return {n: p["configs"][n] for n in names}
+
+
+def validate(cfg: Config) -> None:
+    """Its params, before anything trains (circuits.validate.validate_run): the configs it names, and
+    fractions that leave every config's run a training and a test split."""
+    p = protocol_fields(cfg.params, DEFAULTS, "params")
+    for name, over in selected(p).items():
+        n_all = config_for(cfg, name, over or {}).task.p ** 2
+        check_sizes(p["fracs"], "params.fracs", n_all, n_all - 1, f"config {name}: p^2 = {n_all} less one, a test split")
 
 
 def measure(cfg: Config, p: dict, crit: dict, live_dir: Path) -> tuple[dict[str, Curve], dict, dict]:

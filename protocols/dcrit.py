@@ -48,6 +48,7 @@ from circuits.errors import CircuitsError
 from circuits.experiment import LIVE, begin, finish
 from circuits.fit import Estimate, agree, below, fit_transition, inside, intervals_overlap, ratio, sensitivity, status
 from circuits.tasks import sizes_from
+from circuits.validate import check_at_least, check_sizes
 from protocols import efficiency, semigrokking, ungrokking
 
 NAME = "dcrit"
@@ -130,6 +131,25 @@ def efficiency_config(cfg: Config, p: dict, wd: float) -> Config:
     steps, gen_steps = ep["steps"], ep["gen_steps"] or ep["steps"]
     return replace(cfg, protocol="efficiency", criteria={}, optim=replace(cfg.optim, weight_decay=wd),
                    params={**p["efficiency"], "steps": scaled(steps, cfg, wd), "gen_steps": scaled(gen_steps, cfg, wd)})
+
+
+def validate(cfg: Config) -> None:
+    """Its params, before anything trains (circuits.validate.validate_run): the method, the weight
+    decays, the sweep's sizes and steps, and each method's params as that protocol checks its own."""
+    p = protocol_fields(cfg.params, DEFAULTS, "params")
+    methods, wds = methods_of(p), weight_decays(cfg, p)
+    if "sweep" in methods:
+        sp, n_all = {**DEFAULTS["sweep"], **p["sweep"]}, cfg.task.p ** 2
+        check_sizes(sp["sizes"], "params.sweep.sizes", n_all, n_all - 1, f"p^2 = {n_all} less one: a run keeps a test split")
+        for key in ("steps", "eval_every", "n_boot"):
+            check_at_least(sp[key], f"params.sweep.{key}", 1)
+    subs = {"ungrokking": lambda: ungrokking.validate(ungrokking_config(cfg, p, wds)),
+            "efficiency": lambda: efficiency.validate(efficiency_config(cfg, p, wds[0]))}
+    for method in [m for m in methods if m in subs]:
+        try:
+            subs[method]()
+        except CircuitsError as e:                           # named as dcrit's user gives them
+            raise CircuitsError(str(e).replace("params.", f"params.{method}.")) from None
 
 
 def budget(cfg: Config) -> list[tuple[int, int, int]]:

@@ -53,6 +53,7 @@ from circuits.metrics import correct_logit, param_norm
 from circuits.parallel import pmap
 from circuits.progress import Bar
 from circuits.tasks import frac_for, sizes_from
+from circuits.validate import check_at_least, check_sizes
 
 NAME = "efficiency"
 CLAIM = "at a fixed logit C_mem's parameter norm rises with D while C_gen's stays flat; they cross at D_crit"
@@ -97,6 +98,18 @@ class Job:
     def stop_name(self) -> str:
         """The cache entry's stop rule: the whole budget, or until settled (its own entry)."""
         return f"settled-{self.window:g}-{self.norm_tol:g}" if self.stop_when_settled else "budget"
+
+
+def validate(cfg: Config) -> None:
+    """Its params' ranges, before anything trains (circuits.validate.validate_run): one line each."""
+    p, n_all = protocol_fields(cfg.params, DEFAULTS, "params"), cfg.task.p ** 2
+    for key in ("mem_sizes", "gen_sizes"):               # each network keeps a test split (a C_gen is judged on it)
+        check_sizes(p[key], f"params.{key}", n_all, n_all - 1, f"p^2 = {n_all} less one: a network keeps a test split")
+    check_at_least(p["target_logit"], "params.target_logit", 0, strict=True)
+    for key in ("steps", "eval_every") + (("gen_steps",) if p["gen_steps"] is not None else ()):
+        check_at_least(p[key], f"params.{key}", 1)
+    for key in ("settle_decay_times", "settle_norm_tol"):
+        check_at_least(p[key], f"params.{key}", 0, strict=True)
 
 
 def jobs_for(cfg: Config) -> list[Job]:

@@ -34,6 +34,7 @@ from circuits.parallel import pmap
 from circuits.progress import Bar
 from circuits.store import read_json
 from circuits.tasks import frac_for, sizes_from
+from circuits.validate import check_at_least, check_sizes
 from protocols.grokking import sensitivity
 
 NAME = "semigrokking"
@@ -72,6 +73,16 @@ def dcrit_from_store(cfg: Config, root: str | Path = "runs") -> float | None:
             if best is None or path.stat().st_mtime > best[0]:
                 best = (path.stat().st_mtime, float(m["D_crit"]))
     return best[1] if best else None
+
+
+def validate(cfg: Config) -> None:
+    """Its params' ranges, before anything trains (circuits.validate.validate_run): one line each."""
+    p, n_all = protocol_fields(cfg.params, DEFAULTS, "params"), cfg.task.p ** 2
+    if p["sizes"]:                                       # a run from scratch keeps a test split
+        check_sizes(p["sizes"], "params.sizes", n_all, n_all - 1, f"p^2 = {n_all} less one: a run keeps a test split")
+    check_at_least(p["multipliers"], "params.multipliers", 0, strict=True)
+    if p["D_crit"] is not None:
+        check_at_least(p["D_crit"], "params.D_crit", 0, strict=True)
 
 
 def sizes_for(cfg: Config, p: dict) -> tuple[list[int], float | None, str]:

@@ -46,6 +46,7 @@ from circuits.detect import Verdict, claims_from, combine, first_step, held, set
 from circuits.experiment import LIVE, begin, finish
 from circuits.fit import Estimate, agree, fit_transition, inside, intervals_overlap, over_seeds, sensitivity, status
 from circuits.store import cache_dir, config_hash
+from circuits.validate import check_at_least, check_seed_list, check_sizes, need
 from protocols.subset_runs import Job, bracket, network_of, planned, record_path, recorded, run_jobs, settle_params, subset_size, ungrok  # noqa: F401 (Job, bracket, record_path, ungrok: used via this module)
 
 NAME = "ungrokking"
@@ -87,6 +88,27 @@ def params(cfg: Config) -> dict:
     p = protocol_fields(cfg.params, DEFAULTS, "params")
     p["weight_decays"] = p["weight_decays"] or [cfg.optim.weight_decay]
     return p
+
+
+def validate(cfg: Config) -> None:
+    """Its params' ranges, before anything trains (circuits.validate.validate_run): one line each."""
+    need(cfg.params.get("weight_decays", None) != [], "params.weight_decays must not be empty (null: the config's optim.weight_decay)")
+    p, n_all = params(cfg), cfg.task.p ** cfg.task.k
+    n_train = int(cfg.task.frac * n_all)
+    check_sizes(p["sizes"], "params.sizes", n_all, n_train, f"the grokked network's training split, task.frac {cfg.task.frac:g}")
+    check_seed_list(p["subset_seeds"], "params.subset_seeds")
+    check_at_least(p["weight_decays"], "params.weight_decays", 0, strict=True)
+    need(len(set(p["weight_decays"])) == len(p["weight_decays"]), f"params.weight_decays must not repeat, got {p['weight_decays']}")
+    for key in ("steps", "eval_every"):
+        check_at_least(p[key], f"params.{key}", 1)
+    for key in ("settle_decay_times", "settle_acc_tol", "end_decay_times"):
+        check_at_least(p[key], f"params.{key}", 0, strict=True)
+    k = p["coarse_seeds"] or 0
+    need(0 <= k <= len(p["subset_seeds"]), f"params.coarse_seeds must be in [0, {len(p['subset_seeds'])}] "
+                                            f"(the number of subset seeds), got {k}")
+    ends = p["end_states"]
+    need(ends is None or (len(ends) == 2 and all(e is None or 0 <= e <= 1 for e in ends)),
+         f"params.end_states must be [lo, hi] with each a test accuracy in [0, 1] or null, got {ends!r}")
 
 
 def grokked_rule(test_acc: float):
