@@ -33,7 +33,7 @@ from circuits.detect import Verdict, claims_from, combine
 from circuits.errors import CircuitsError
 from circuits.experiment import LIVE, begin, finish
 from circuits.fit import fit_transition
-from circuits.tasks import sizes_from
+from circuits.tasks import n_inputs, sizes_from
 from circuits.validate import check_sizes
 from protocols import semigrokking
 
@@ -44,7 +44,7 @@ DEFAULTS = {"configs": {}, "select": None, "fracs": [0.2, 0.3, 0.4, 0.5, 0.6, 0.
 PARAMS_DOC = {
     "configs": "name -> config overrides, one curve each",
     "select": "the config names to run (None: all)",
-    "fracs": "training fractions of p^2 per curve",
+    "fracs": "training fractions of all inputs (p^2 pairs for x+y) per curve",
     "claims": "[{config: A, better_than: B}]: A needs less data than B",
     "workers": "worker processes (None: one per core)",
     "n_boot": "bootstrap resamples of the seeds for the intervals",
@@ -89,14 +89,14 @@ def validate(cfg: Config) -> None:
     fractions that leave every config's run a training and a test split."""
     p = protocol_fields(cfg.params, DEFAULTS, "params")
     for name, over in selected(p).items():
-        n_all = config_for(cfg, name, over or {}).task.p ** 2
-        check_sizes(p["fracs"], "params.fracs", n_all, n_all - 1, f"config {name}: p^2 = {n_all} less one, a test split")
+        n_all = n_inputs(config_for(cfg, name, over or {}).task)
+        check_sizes(p["fracs"], "params.fracs", n_all, n_all - 1, f"config {name}: all {n_all} inputs less one, a test split")
 
 
 def measure(cfg: Config, p: dict, crit: dict, live_dir: Path) -> tuple[dict[str, Curve], dict, dict]:
     """Every config x fraction x seed from scratch; one curve per config, and the histories."""
     configs = selected(p)
-    n_all = cfg.task.p ** 2
+    n_all = n_inputs(cfg.task)
     sizes = sizes_from(p["fracs"], n_all)
     nominal = {sizes_from([f], n_all)[0]: f for f in p["fracs"]}          # size -> the fraction asked for
     jobs, names = [], []

@@ -47,7 +47,7 @@ from circuits.detect import Verdict, claims_from, combine
 from circuits.errors import CircuitsError
 from circuits.experiment import LIVE, begin, finish
 from circuits.fit import Estimate, agree, below, fit_transition, inside, intervals_overlap, ratio, sensitivity, status
-from circuits.tasks import sizes_from
+from circuits.tasks import n_inputs, sizes_from
 from circuits.validate import check_at_least, check_sizes
 from protocols import efficiency, semigrokking, ungrokking
 
@@ -115,7 +115,7 @@ def sweep_jobs(cfg: Config, p: dict, wd: float) -> list:
     sub = replace(cfg, protocol="semigrokking", params={}, criteria={},
                   optim=replace(cfg.optim, weight_decay=wd),
                   train=replace(cfg.train, steps=scaled(sp["steps"], cfg, wd), eval_every=sp["eval_every"]))
-    return semigrokking.scratch_jobs(sub, sizes_from(sp["sizes"], cfg.task.p ** 2))
+    return semigrokking.scratch_jobs(sub, sizes_from(sp["sizes"], n_inputs(cfg.task)))
 
 
 def ungrokking_config(cfg: Config, p: dict, wds: list[float]) -> Config:
@@ -139,8 +139,8 @@ def validate(cfg: Config) -> None:
     p = protocol_fields(cfg.params, DEFAULTS, "params")
     methods, wds = methods_of(p), weight_decays(cfg, p)
     if "sweep" in methods:
-        sp, n_all = {**DEFAULTS["sweep"], **p["sweep"]}, cfg.task.p ** 2
-        check_sizes(sp["sizes"], "params.sweep.sizes", n_all, n_all - 1, f"p^2 = {n_all} less one: a run keeps a test split")
+        sp, n_all = {**DEFAULTS["sweep"], **p["sweep"]}, n_inputs(cfg.task)
+        check_sizes(sp["sizes"], "params.sweep.sizes", n_all, n_all - 1, f"all {n_all} inputs less one: a run keeps a test split")
         for key in ("steps", "eval_every", "n_boot"):
             check_at_least(sp[key], f"params.sweep.{key}", 1)
     subs = {"ungrokking": lambda: ungrokking.validate(ungrokking_config(cfg, p, wds)),
@@ -175,7 +175,7 @@ def by_sweep(cfg: Config, p: dict, wd: float, live_dir: Path) -> dict:
     hists = semigrokking.run_scratch(jobs, p["workers"], f"dcrit sweep {cfg.model.arch} wd {wd:g}")
     D, acc = [j.size for j in jobs], [h[-1].get("test_acc", 0.0) for h in hists]
     fit = fit_transition(D, acc, [j.seed for j in jobs], n_boot=sp["n_boot"])
-    return from_fit(fit, cfg.task.p ** 2, points=list(zip(D, acc)),
+    return from_fit(fit, n_inputs(cfg.task), points=list(zip(D, acc)),
                     histories={semigrokking.job_name(j, f"sweep-wd{wd:g}-"): h for j, h in zip(jobs, hists)},
                     networks=semigrokking.networks(jobs, f"sweep-wd{wd:g}-"))
 
@@ -187,11 +187,11 @@ def by_ungrokking(cfg: Config, p: dict, wds: list[float], live_dir: Path) -> dic
     for wd in wds:
         s = m.per_wd.get(wd)
         if s is None:
-            out[wd] = {**estimate(Estimate(None), cfg.task.p ** 2), "rise": None, "fit": None, "points": [],
+            out[wd] = {**estimate(Estimate(None), n_inputs(cfg.task)), "rise": None, "fit": None, "points": [],
                        "histories": {}, "note": "no network grokked within the pretraining budget"}
             continue
         pts = [(j.size, h[-1]["test_acc"]) for j, h in zip(m.jobs, m.hists) if j.weight_decay == wd]
-        out[wd] = from_fit(s["fit"], cfg.task.p ** 2, points=pts, histories={},
+        out[wd] = from_fit(s["fit"], n_inputs(cfg.task), points=pts, histories={},
                            settled=f"{s['n_settled']}/{s['n_runs']}")
     out[wds[0]]["histories"] = m.histories
     out[wds[0]]["networks"] = {f"ungrokking-{k}": v for k, v in m.networks.items()}
@@ -205,7 +205,7 @@ def by_efficiency(cfg: Config, p: dict, wd: float, live_dir: Path) -> dict:
     crit = protocol_fields({}, efficiency.CRITERIA, "criteria")
     status_, m = efficiency.analyse(results, crit, ep["n_boot"], cfg.task.p)
     est = m["estimates"]["D_crit"] if "estimates" in m else Estimate(None)
-    return estimate(est, cfg.task.p ** 2, status=status_, mem_exponent=m.get("mem_exponent"),
+    return estimate(est, n_inputs(cfg.task), status=status_, mem_exponent=m.get("mem_exponent"),
                     gen_exponent=m.get("gen_exponent"), extrapolated=m.get("extrapolated"),
                     rise=None, fit=None, points=[], histories={},
                     networks=efficiency.networks(sub, f"efficiency-wd{wd:g}-"))
@@ -277,7 +277,7 @@ def run(cfg: Config, run_dir) -> Verdict:
 
 
 def summarise(cfg: Config, ests: dict, wds: list[float], crit: dict) -> tuple[dict, str]:
-    n_all, wd0 = cfg.task.p ** 2, wds[0]
+    n_all, wd0 = n_inputs(cfg.task), wds[0]
     keep = ("D_crit", "ci", "seed_range", "n_seeds", "n_boot", "n_distinct_resamples", "frac", "status",
             "mem_exponent", "gen_exponent", "extrapolated", "settled", "points", "note")
     claims = judge(ests, crit)
@@ -343,7 +343,7 @@ def figure(cfg: Config, ests: dict, wds: list[float], run_dir) -> None:
                 a.axvline(e["D_crit"], color=colour, ls={"sweep": "-", "ungrokking": "--"}.get(method, ":"), lw=0.9)
                 if e["ci"]:
                     a.axvspan(*e["ci"], color=colour, alpha=0.07)
-    a.set(xscale="log", xlabel=f"D: training pairs (of {cfg.task.p ** 2})", ylabel="final test accuracy",
+    a.set(xscale="log", xlabel=f"D: training pairs (of {n_inputs(cfg.task)})", ylabel="final test accuracy",
           title=f"D_crit: {cfg.model.arch}, p={cfg.task.p} (circles: from scratch, squares: ungrokking; "
                 f"vertical lines: estimates, dotted: efficiency crossing)")
     a.title.set_fontsize(8)

@@ -52,7 +52,7 @@ from circuits.experiment import LIVE, begin, finish
 from circuits.metrics import correct_logit, param_norm
 from circuits.parallel import pmap
 from circuits.progress import Bar
-from circuits.tasks import frac_for, sizes_from
+from circuits.tasks import frac_for, n_inputs, sizes_from
 from circuits.validate import check_at_least, check_sizes
 
 NAME = "efficiency"
@@ -61,7 +61,7 @@ DEFAULTS = {"mem_sizes": [0.05, 0.1, 0.2, 0.3, 0.4], "gen_sizes": [0.45, 0.6, 0.
             "steps": 3000, "gen_steps": None, "eval_every": 100, "n_boot": 500, "workers": None,
             "stop_when_settled": False, "settle_decay_times": 3.0, "settle_norm_tol": 0.01}
 PARAMS_DOC = {
-    "mem_sizes": "C_mem sizes D (random labels): fractions of all p^2 pairs (<= 1) or counts",
+    "mem_sizes": "C_mem sizes D (random labels): fractions of all inputs (p^2 pairs for x+y; <= 1) or counts",
     "gen_sizes": "C_gen sizes D (true labels, above the from-scratch threshold)",
     "target_logit": "the mean correct-class train logit at which norms are compared",
     "steps": "step budget (the cap) of a C_mem network",
@@ -102,9 +102,9 @@ class Job:
 
 def validate(cfg: Config) -> None:
     """Its params' ranges, before anything trains (circuits.validate.validate_run): one line each."""
-    p, n_all = protocol_fields(cfg.params, DEFAULTS, "params"), cfg.task.p ** 2
+    p, n_all = protocol_fields(cfg.params, DEFAULTS, "params"), n_inputs(cfg.task)
     for key in ("mem_sizes", "gen_sizes"):               # each network keeps a test split (a C_gen is judged on it)
-        check_sizes(p[key], f"params.{key}", n_all, n_all - 1, f"p^2 = {n_all} less one: a network keeps a test split")
+        check_sizes(p[key], f"params.{key}", n_all, n_all - 1, f"all {n_all} inputs less one: a network keeps a test split")
     check_at_least(p["target_logit"], "params.target_logit", 0, strict=True)
     for key in ("steps", "eval_every") + (("gen_steps",) if p["gen_steps"] is not None else ()):
         check_at_least(p[key], f"params.{key}", 1)
@@ -117,9 +117,9 @@ def jobs_for(cfg: Config) -> list[Job]:
     window = settle_window(cfg.optim.lr, cfg.optim.weight_decay, p["settle_decay_times"])
     out = []
     for kind, xs, steps in (("mem", p["mem_sizes"], p["steps"]), ("gen", p["gen_sizes"], p["gen_steps"] or p["steps"])):
-        for size in sizes_from(xs, cfg.task.p ** 2):
+        for size in sizes_from(xs, n_inputs(cfg.task)):
             for seed in cfg.seeds:
-                task = replace(cfg.task, frac=frac_for(size, cfg.task.p ** 2), random_labels=kind == "mem")
+                task = replace(cfg.task, frac=frac_for(size, n_inputs(cfg.task)), random_labels=kind == "mem")
                 train = replace(cfg.train, steps=steps, eval_every=p["eval_every"])
                 out.append(Job(replace(cfg, task=task, train=train), kind, size, seed, p["target_logit"], window,
                                p["settle_norm_tol"], p["stop_when_settled"]))

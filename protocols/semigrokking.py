@@ -33,7 +33,7 @@ from circuits.experiment import LIVE, begin, finish
 from circuits.parallel import pmap
 from circuits.progress import Bar
 from circuits.store import read_json
-from circuits.tasks import frac_for, sizes_from
+from circuits.tasks import frac_for, n_inputs, sizes_from
 from circuits.validate import check_at_least, check_sizes
 from protocols.grokking import sensitivity
 
@@ -41,7 +41,7 @@ NAME = "semigrokking"
 CLAIM = "trained at D ~ D_crit, delayed generalisation reaches only middling test accuracy"
 DEFAULTS = {"sizes": None, "multipliers": [0.8, 0.9, 1.0, 1.1, 1.25], "D_crit": None, "workers": None}
 PARAMS_DOC = {
-    "sizes": "training-set sizes: fractions of p^2 or counts (None: multipliers x D_crit)",
+    "sizes": "training-set sizes: fractions of all inputs (p^2 pairs for x+y) or counts (None: multipliers x D_crit)",
     "multipliers": "sizes as multiples of D_crit when sizes is None",
     "D_crit": "the D_crit to centre on (None: the newest `circuits dcrit` result for this p and arch)",
     "workers": "worker processes (None: one per core)",
@@ -77,16 +77,16 @@ def dcrit_from_store(cfg: Config, root: str | Path = "runs") -> float | None:
 
 def validate(cfg: Config) -> None:
     """Its params' ranges, before anything trains (circuits.validate.validate_run): one line each."""
-    p, n_all = protocol_fields(cfg.params, DEFAULTS, "params"), cfg.task.p ** 2
+    p, n_all = protocol_fields(cfg.params, DEFAULTS, "params"), n_inputs(cfg.task)
     if p["sizes"]:                                       # a run from scratch keeps a test split
-        check_sizes(p["sizes"], "params.sizes", n_all, n_all - 1, f"p^2 = {n_all} less one: a run keeps a test split")
+        check_sizes(p["sizes"], "params.sizes", n_all, n_all - 1, f"all {n_all} inputs less one: a run keeps a test split")
     check_at_least(p["multipliers"], "params.multipliers", 0, strict=True)
     if p["D_crit"] is not None:
         check_at_least(p["D_crit"], "params.D_crit", 0, strict=True)
 
 
 def sizes_for(cfg: Config, p: dict) -> tuple[list[int], float | None, str]:
-    n_all = cfg.task.p ** 2
+    n_all = n_inputs(cfg.task)
     if p["sizes"]:
         return sizes_from(p["sizes"], n_all), None, "params.sizes"
     d_crit, source = p["D_crit"], "params.D_crit"
@@ -137,7 +137,7 @@ def live_to(jobs: list[Job], live_dir: Path, prefix: str = "") -> list[Job]:
 def scratch_jobs(cfg: Config, sizes: list[int]) -> list[Job]:
     """One run from scratch per size x seed, with exactly `size` training pairs (also the from-scratch
     sweep of `circuits dcrit --method sweep`)."""
-    n_all = cfg.task.p ** 2
+    n_all = n_inputs(cfg.task)
     jobs = []
     for size in sizes:
         for seed in cfg.seeds:
@@ -186,7 +186,7 @@ def run(cfg: Config, run_dir) -> Verdict:
     crit = protocol_fields(cfg.criteria, CRITERIA, "criteria")
     sizes, d_crit, source = sizes_for(cfg, p)
     started = begin(cfg, run_dir)
-    n_all = cfg.task.p ** 2
+    n_all = n_inputs(cfg.task)
     jobs = live_to(scratch_jobs(cfg, sizes), Path(run_dir) / LIVE)
     hists = run_scratch(jobs, p["workers"], f"semigrokking {cfg.model.arch}")
     outcomes = [classify(h, crit) for h in hists]

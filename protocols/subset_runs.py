@@ -37,9 +37,10 @@ class Job:
         return f"seed{self.seed}-wd{self.weight_decay:g}-D{self.size}-s{self.subset_seed}"
 
 
-def subset_size(x: float, p: int, n_train: int) -> int:
-    """A size given as a fraction of all p^2 pairs (x <= 1) or as a count; at most the training split."""
-    return max(1, min(sizes_from([x], p * p)[0], n_train))
+def subset_size(x: float, n_all: int, n_train: int) -> int:
+    """A size given as a fraction of all n_all inputs (x <= 1) or as a count; at most the training
+    split (a validated run never asks for more: `ungrokking.validate`)."""
+    return max(1, min(sizes_from([x], n_all)[0], n_train))
 
 
 def ungrok(job: Job) -> list[dict]:

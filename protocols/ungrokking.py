@@ -46,6 +46,7 @@ from circuits.detect import Verdict, claims_from, combine, first_step, held, set
 from circuits.experiment import LIVE, begin, finish
 from circuits.fit import Estimate, agree, fit_transition, inside, intervals_overlap, over_seeds, sensitivity, status
 from circuits.store import cache_dir, config_hash
+from circuits.tasks import n_inputs
 from circuits.validate import check_at_least, check_seed_list, check_sizes, need
 from protocols.subset_runs import Job, bracket, network_of, planned, record_path, recorded, run_jobs, settle_params, subset_size, ungrok  # noqa: F401 (Job, bracket, record_path, ungrok: used via this module)
 
@@ -57,7 +58,7 @@ DEFAULTS = {"sizes": [0.05, 0.1, 0.2, 0.3], "subset_seeds": [0, 1], "weight_deca
             "settle_decay_times": 3.0, "settle_acc_tol": 0.01, "stop_when_settled": True,
             "end_states": None, "end_decay_times": 1.0, "coarse_seeds": 0}
 PARAMS_DOC = {
-    "sizes": "subset sizes D': fractions of all p^2 pairs (<= 1) or counts, at most the training split",
+    "sizes": "subset sizes D': fractions of all inputs (p^2 pairs for x+y; <= 1) or counts, at most the training split",
     "subset_seeds": "seeds of the nested subsets (5 or more give intervals)",
     "weight_decays": "weight decays the subset runs use (None: the config's)",
     "steps": "step cap of a subset run (at the first weight decay; see equal_decay_budget)",
@@ -93,7 +94,7 @@ def params(cfg: Config) -> dict:
 def validate(cfg: Config) -> None:
     """Its params' ranges, before anything trains (circuits.validate.validate_run): one line each."""
     need(cfg.params.get("weight_decays", None) != [], "params.weight_decays must not be empty (null: the config's optim.weight_decay)")
-    p, n_all = params(cfg), cfg.task.p ** cfg.task.k
+    p, n_all = params(cfg), n_inputs(cfg.task)
     n_train = int(cfg.task.frac * n_all)
     check_sizes(p["sizes"], "params.sizes", n_all, n_train, f"the grokked network's training split, task.frac {cfg.task.frac:g}")
     check_seed_list(p["subset_seeds"], "params.subset_seeds")
@@ -122,7 +123,7 @@ def jobs_for(cfg: Config, seed: int, model_path, n_train: int) -> list[Job]:
     checkpoint sits in the trained-circuit cache under a hash of all that decides its result, so
     another protocol asking for the same run (`circuits dcrit --method ungrokking`) reads it back."""
     p = params(cfg)
-    sizes = sorted({subset_size(x, cfg.task.p, n_train) for x in p["sizes"]})
+    sizes = sorted({subset_size(x, n_inputs(cfg.task), n_train) for x in p["sizes"]})
     wd0 = cfg.optim.weight_decay or p["weight_decays"][0]
     settle = settle_params(p)
     out = []
@@ -357,7 +358,7 @@ def budget(cfg: Config) -> list[tuple[int, int, int]]:
     run decides (`recorded`) and the adaptive plan may still ask for (`planned`), spread over the
     worker processes."""
     p = params(cfg)
-    n_train = max(1, round(cfg.task.frac * cfg.task.p ** cfg.task.k))
+    n_train = max(1, int(cfg.task.frac * n_inputs(cfg.task)))
     workers = p["workers"] or os.cpu_count() or 1
     crit = protocol_fields(cfg.criteria, CRITERIA, "criteria")
     _, grok = grokked_rule(crit["pretrain_test_acc"])

@@ -39,8 +39,8 @@ def test_ungrok_job_trains_on_the_subset(cfg, tmp_path, monkeypatch):
 
 
 def test_subset_size():
-    assert subset_size(0.1, 47, 1000) == 221 and subset_size(500, 47, 1000) == 500
-    assert subset_size(0.9, 47, 1000) == 1000                # never more than the training split
+    assert subset_size(0.1, 47 * 47, 1000) == 221 and subset_size(500, 47 * 47, 1000) == 500
+    assert subset_size(0.9, 47 * 47, 1000) == 1000                # never more than the training split
 
 
 def _h(test):
@@ -65,3 +65,27 @@ def test_dcrit_from_store(cfg, tmp_path):
     assert dcrit_from_store(cfg, tmp_path) == 42.0
     cfg.task.p = 13
     assert dcrit_from_store(cfg, tmp_path) is None
+
+
+@pytest.mark.parametrize("task", [{"op": "/"}, {"k": 3}], ids=["division", "three-operands"])
+def test_sizes_are_counted_over_the_tasks_own_inputs(task):
+    """A size D means D training inputs whatever the task: efficiency, semigrokking (and dcrit's sweep,
+    which uses its jobs) and ungrokking read fractions and counts over all of the task's inputs
+    (p (p - 1) for division, p^k for k operands), not over p^2."""
+    from dataclasses import replace
+    from circuits.api import resolve
+    from circuits.tasks import make_dataset, n_inputs
+    from protocols import efficiency, semigrokking
+    from protocols import ungrokking as ug
+
+    cfg = resolve("efficiency", "quick", p=11, overrides=["params.mem_sizes=[50]", "params.gen_sizes=[0.5]"])
+    cfg = replace(cfg, task=replace(cfg.task, **task), seeds=[0])
+    n_all = n_inputs(cfg.task)
+    assert n_all != 11 ** 2
+    got = {j.kind: len(make_dataset(j.cfg.task).train_idx) for j in efficiency.jobs_for(cfg)}
+    assert got == {"mem": 50, "gen": round(0.5 * n_all)}
+    for job in semigrokking.scratch_jobs(cfg, [60]):
+        assert len(make_dataset(job.cfg.task).train_idx) == 60
+    ucfg = resolve("ungrokking", "quick", p=11, overrides=["params.sizes=[0.2]"])
+    ucfg = replace(ucfg, task=replace(ucfg.task, **task))
+    assert {j.size for j in ug.jobs_for(ucfg, 0, "x", 10_000)} == {round(0.2 * n_all)}
