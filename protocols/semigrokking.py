@@ -3,7 +3,7 @@ accuracy (Varma et al. 2023, Fig. 5-6). The paper found it hard to see: the time
 super-exponentially as D shrinks, and transient semi-grokking (a middling plateau, then full
 grokking) is common.
 
-Runs: every training-set size D (params.sizes: fractions of p^2 or counts; or params.multipliers x
+Runs: every training-set size D (params.sizes: fractions of all inputs or counts; or params.multipliers x
 D_crit, with D_crit from params.D_crit or else the newest `dcrit` verdict in runs/ for this p and
 architecture) x every seed, from scratch, for the budget train.steps (a run ends early once test
 accuracy reaches criteria.grok_acc).
