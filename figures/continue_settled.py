@@ -19,6 +19,7 @@ from pathlib import Path
 
 from circuits import api
 from circuits.cache import cache_key
+from circuits.tasks import n_inputs
 from circuits.store import atomic_write_text, cache_dir, load_torch, save_torch
 from protocols import ungrokking as ug
 
@@ -36,7 +37,7 @@ def main():
     _, grok = ug.grokked_rule(crit["pretrain_test_acc"])
     seed = cfg.seeds[0]
     entry = cache_dir() / cache_key(cfg, seed, grok) / "model.pt"
-    n_train = max(1, round(cfg.task.frac * cfg.task.p ** cfg.task.k))
+    n_train = max(1, int(cfg.task.frac * n_inputs(cfg.task)))          # as tasks.split
     jobs = {(j.size, j.subset_seed): j for j in ug.jobs_for(cfg, seed, entry, n_train)}
     out_dir, result = Path(args.out), {}
     for pair in args.runs.split(","):

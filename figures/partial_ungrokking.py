@@ -20,6 +20,7 @@ from pathlib import Path
 
 from circuits import api
 from circuits.cache import cache_key
+from circuits.tasks import n_inputs
 from circuits.errors import CircuitsError
 from circuits.fit import fit_transition
 from circuits.plots import plt
@@ -35,7 +36,7 @@ def state(cfg) -> dict:
     if not entry.exists():
         sys.exit(f"no grokked network in the cache yet ({entry})")
     g = load_torch(entry)["result"]
-    n_train = max(1, round(cfg.task.frac * cfg.task.p ** cfg.task.k))
+    n_train = max(1, int(cfg.task.frac * n_inputs(cfg.task)))          # as tasks.split
     jobs = ug.jobs_for(cfg, seed, entry, n_train)
     runs = []
     for job in jobs:
