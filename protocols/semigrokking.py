@@ -27,9 +27,9 @@ import numpy as np
 
 from circuits import plots
 from circuits.cache import entry_path, trained
-from circuits.config import Config, protocol_fields
+from circuits.config import Config, protocol_fields, to_dict
 from circuits.detect import Verdict, first_step, plateaus
-from circuits.experiment import LIVE, begin, finish
+from circuits.experiment import LIVE, begin, finish, normalised, recorded_config
 from circuits.parallel import pmap
 from circuits.progress import Bar
 from circuits.store import read_json
@@ -43,7 +43,7 @@ DEFAULTS = {"sizes": None, "multipliers": [0.8, 0.9, 1.0, 1.1, 1.25], "D_crit": 
 PARAMS_DOC = {
     "sizes": "training-set sizes: fractions of all inputs (p^2 pairs for x+y) or counts (None: multipliers x D_crit)",
     "multipliers": "sizes as multiples of D_crit when sizes is None",
-    "D_crit": "the D_crit to centre on (None: the newest `circuits dcrit` result for this p and arch)",
+    "D_crit": "the D_crit to centre on (None: the newest `circuits dcrit` result of the same task, model and optimiser, in runs/dcrit)",
     "workers": "worker processes (None: one per core)",
 }
 CRITERIA = {"train_acc": 0.99, "grok_acc": 0.99, "band_lo": 0.2, "band_hi": 0.8, "min_plateau_steps": 1000,
@@ -62,27 +62,28 @@ class Job:
     live: str = ""         # a CSV that gets each evaluation row as it comes (run_dir/live/NAME.csv)
 
 
-def dcrit_from_store(cfg: Config, root: str | Path = "runs") -> float | None:
-    """The newest `dcrit` verdict's D_crit for this p and architecture, if one is in the store."""
+SAME_SETUP = {"task": ("frac",), "model": (), "optim": ()}   # sections a D_crit depends on, less keys it does not
+
+
+def same_setup(recorded: dict, cfg: Config) -> bool:
+    """Whether a recorded run's config (experiment.recorded_config) is the setup cfg asks about: the
+    same task (its training fraction aside: a from-scratch sweep sets its own), model and optimiser."""
+    mine = normalised(to_dict(cfg))
+    strip = lambda d, sec: {k: v for k, v in (d.get(sec) or {}).items() if k not in SAME_SETUP[sec]}  # noqa: E731
+    return all(strip(recorded, sec) == strip(mine, sec) for sec in SAME_SETUP)
+
+
+def dcrit_from_store(cfg: Config, root: str | Path = "runs") -> tuple[float, str] | None:
+    """(D_crit, its run directory) of the newest `dcrit` run in the store that measured this setup
+    (`same_setup`: a D_crit of another model, optimiser or task is never read); None if there is none."""
     best = None
     for path in Path(root).glob("dcrit/*/verdict.json"):
-        v = read_json(path)
-        run_cfg = (path.parent / "config.yaml")
-        m = v.get("measured", {})
-        if run_cfg.exists() and m.get("p") == cfg.task.p and m.get("arch") == cfg.model.arch and m.get("D_crit"):
+        run = recorded_config(path.parent)
+        m = read_json(path).get("measured", {})
+        if run is not None and m.get("D_crit") and same_setup(run, cfg):
             if best is None or path.stat().st_mtime > best[0]:
-                best = (path.stat().st_mtime, float(m["D_crit"]))
-    return best[1] if best else None
-
-
-def validate(cfg: Config) -> None:
-    """Its params' ranges, before anything trains (circuits.validate.validate_run): one line each."""
-    p, n_all = protocol_fields(cfg.params, DEFAULTS, "params"), n_inputs(cfg.task)
-    if p["sizes"]:                                       # a run from scratch keeps a test split
-        check_sizes(p["sizes"], "params.sizes", n_all, n_all - 1, f"all {n_all} inputs less one: a run keeps a test split")
-    check_at_least(p["multipliers"], "params.multipliers", 0, strict=True)
-    if p["D_crit"] is not None:
-        check_at_least(p["D_crit"], "params.D_crit", 0, strict=True)
+                best = (path.stat().st_mtime, float(m["D_crit"]), str(path.parent))
+    return best[1:] if best else None
 
 
 def sizes_for(cfg: Config, p: dict) -> tuple[list[int], float | None, str]:
@@ -91,10 +92,12 @@ def sizes_for(cfg: Config, p: dict) -> tuple[list[int], float | None, str]:
         return sizes_from(p["sizes"], n_all), None, "params.sizes"
     d_crit, source = p["D_crit"], "params.D_crit"
     if d_crit is None:
-        d_crit, source = dcrit_from_store(cfg), "runs/dcrit"
-    if d_crit is None:
-        from circuits.errors import CircuitsError
-        raise CircuitsError("semigrokking needs params.sizes, params.D_crit or a `circuits dcrit` result for this p and arch")
+        found = dcrit_from_store(cfg)
+        if found is None:
+            from circuits.errors import CircuitsError
+            raise CircuitsError("semigrokking needs params.sizes, params.D_crit or a `circuits dcrit` result for this "
+                                "setup (the same task, model and optimiser) in runs/dcrit")
+        d_crit, source = found
     return sorted({int(round(m * d_crit)) for m in p["multipliers"]}), d_crit, source
 
 

@@ -166,8 +166,10 @@ def test_dcrit_sweep_end_to_end_and_read_by_semigrokking(tmp_path, monkeypatch):
     assert (out / "figure.png").exists()
     saved = json.loads((out / "verdict.json").read_text())
     assert saved["status"] == v["status"] and saved["rationale"]["min_rise"].startswith("THEORY.md")
-    cfg = api.resolve("semigrokking", "quick", overrides=["task.p=13"])
-    assert dcrit_from_store(cfg, tmp_path / "runs") == pytest.approx(m["D_crit"])
+    cfg = api.resolve("semigrokking", "quick", overrides=["task.p=13", "model.d_model=16", "model.d_mlp=64", "optim.lr=0.03"])
+    assert dcrit_from_store(cfg, tmp_path / "runs") == (pytest.approx(m["D_crit"]), str(out))
+    cfg = api.resolve("semigrokking", "quick", overrides=["task.p=13"])         # the preset's own model: not this run's
+    assert dcrit_from_store(cfg, tmp_path / "runs") is None
     names = circuits.load(out).networks                                        # every network it trained
     assert len(names) == 20 and "sweep-wd1-D95-seed0" in names
 

@@ -57,14 +57,26 @@ def test_semigrokking_classes():
 
 
 def test_dcrit_from_store(cfg, tmp_path):
+    """semigrokking reads a stored D_crit only from a dcrit run of the same setup (task but its
+    fraction, model, optimiser), never one of another model or optimiser."""
     import json
-    d = tmp_path / "dcrit" / "quick-mlp-x"
-    d.mkdir(parents=True)
-    (d / "config.yaml").write_text("{}")
-    (d / "verdict.json").write_text(json.dumps({"measured": {"p": 11, "arch": "mlp", "D_crit": 42.0}}))
-    assert dcrit_from_store(cfg, tmp_path) == 42.0
-    cfg.task.p = 13
-    assert dcrit_from_store(cfg, tmp_path) is None
+    from dataclasses import replace
+    from circuits.config import to_dict
+    import yaml
+
+    def store(name, c, d_crit):
+        d = tmp_path / "dcrit" / name
+        d.mkdir(parents=True)
+        (d / "config.yaml").write_text(yaml.safe_dump(to_dict(c)))
+        (d / "verdict.json").write_text(json.dumps({"measured": {"p": c.task.p, "arch": c.model.arch, "D_crit": d_crit}}))
+        return str(d)
+
+    other_frac = store("a", replace(cfg, task=replace(cfg.task, frac=0.5)), 42.0)
+    assert dcrit_from_store(cfg, tmp_path) == (42.0, other_frac)           # the training fraction aside
+    store("b", replace(cfg, model=replace(cfg.model, d_model=32)), 7.0)      # same p and arch, another model
+    store("c", replace(cfg, optim=replace(cfg.optim, lr=1e-2)), 8.0)         # another learning rate
+    assert dcrit_from_store(cfg, tmp_path) == (42.0, other_frac)
+    assert dcrit_from_store(replace(cfg, task=replace(cfg.task, p=13)), tmp_path) is None
 
 
 @pytest.mark.parametrize("task", [{"op": "/"}, {"k": 3}], ids=["division", "three-operands"])
