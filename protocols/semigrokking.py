@@ -86,6 +86,16 @@ def dcrit_from_store(cfg: Config, root: str | Path = "runs") -> tuple[float, str
     return best[1:] if best else None
 
 
+def validate(cfg: Config) -> None:
+    """Its params' ranges, before anything trains (circuits.validate.validate_run): one line each."""
+    p, n_all = protocol_fields(cfg.params, DEFAULTS, "params"), n_inputs(cfg.task)
+    if p["sizes"]:                                       # a run from scratch keeps a test split
+        check_sizes(p["sizes"], "params.sizes", n_all, n_all - 1, f"all {n_all} inputs less one: a run keeps a test split")
+    check_at_least(p["multipliers"], "params.multipliers", 0, strict=True)
+    if p["D_crit"] is not None:
+        check_at_least(p["D_crit"], "params.D_crit", 0, strict=True)
+
+
 def sizes_for(cfg: Config, p: dict) -> tuple[list[int], float | None, str]:
     n_all = n_inputs(cfg.task)
     if p["sizes"]:
