@@ -203,7 +203,7 @@ def by_efficiency(cfg: Config, p: dict, wd: float, live_dir: Path) -> dict:
     sub = efficiency_config(cfg, p, wd)
     results = efficiency.measure(sub, f"dcrit efficiency wd {wd:g}", live_dir / f"efficiency-wd{wd:g}")
     crit = protocol_fields({}, efficiency.CRITERIA, "criteria")
-    status_, m = efficiency.analyse(results, crit, ep["n_boot"], cfg.task.p)
+    status_, m = efficiency.analyse(results, crit, ep["n_boot"], n_inputs(cfg.task))
     est = m["estimates"]["D_crit"] if "estimates" in m else Estimate(None)
     return estimate(est, n_inputs(cfg.task), status=status_, mem_exponent=m.get("mem_exponent"),
                     gen_exponent=m.get("gen_exponent"), extrapolated=m.get("extrapolated"),

@@ -236,9 +236,10 @@ def judge(est: dict[str, Estimate], mem_range: float, gen_range: float, crit: di
             GEN_BELOW: status(below(gen, mem, band, relative=False))}
 
 
-def analyse(results: list[dict], crit: dict, n_boot: int, p_mod: int) -> tuple[str, dict]:
+def analyse(results: list[dict], crit: dict, n_boot: int, n_all: int) -> tuple[str, dict]:
     """The verdict's status and measured numbers from the measured circuits (real or synthetic rows:
-    kind, D, seed, final_train_acc, final_test_acc, norm_at_target, kappa)."""
+    kind, D, seed, final_train_acc, final_test_acc, norm_at_target, kappa). n_all: the task's inputs,
+    for D_crit as a fraction of them."""
     mem = [r for r in results if r["kind"] == "mem" and usable(r, crit)]
     gen = [r for r in results if r["kind"] == "gen" and usable(r, crit)]
     left_out = [{k: r[k] for k in ("kind", "D", "seed", "final_train_acc", "final_test_acc")}
@@ -269,7 +270,7 @@ def analyse(results: list[dict], crit: dict, n_boot: int, p_mod: int) -> tuple[s
               "mem_log_range": mem_range, "gen_log_range": gen_range,
               "gen_rel_change": float(np.exp(abs(gb) * gen_range) - 1),
               "D_crit": d_crit, "D_crit_ci": est["D_crit"].ci, "D_crit_est": est["D_crit"].to_dict(),
-              "D_crit_frac": d_crit / p_mod**2 if d_crit else None,
+              "D_crit_frac": d_crit / n_all if d_crit else None,
               "extrapolated": None if d_crit is None else not min(r["D"] for r in mem) <= d_crit <= max(r["D"] for r in mem),
               "kappa_median": statistics.median([r["kappa"] for r in mem + gen if r.get("kappa") is not None] or [float("nan")])})
     m["estimates"] = est                     # Estimate objects, for `dcrit` (dropped before the verdict is written)
@@ -309,7 +310,7 @@ def run(cfg: Config, run_dir) -> Verdict:
     crit, p = protocol_fields(cfg.criteria, CRITERIA, "criteria"), protocol_fields(cfg.params, DEFAULTS, "params")
     started = begin(cfg, run_dir)
     results = measure(cfg, live_dir=Path(run_dir) / LIVE)
-    status, measured = analyse(results, crit, p["n_boot"], cfg.task.p)
+    status, measured = analyse(results, crit, p["n_boot"], n_inputs(cfg.task))
     measured.pop("estimates", None)
     measured = {"p": cfg.task.p, "arch": cfg.model.arch, "weight_decay": cfg.optim.weight_decay,
                 "target_logit": p["target_logit"], **measured}

@@ -58,11 +58,11 @@ CRIT = dict(efficiency.CRITERIA)
 
 def test_crossing_of_a_rising_mem_line_and_a_flat_gen_level():
     rows = _circuits(lambda D: 2 * D**0.5, lambda D: 40.0, seeds=(0,))
-    status, m = efficiency.analyse(rows, CRIT, n_boot=100, p_mod=47)
+    status, m = efficiency.analyse(rows, CRIT, n_boot=100, n_all=47 ** 2)
     assert m["mem_exponent_ci"] is None and m["n_seeds"] == 1           # one seed: no interval, no range
     assert "ci" not in m["mem_exponent_est"] and "seed_range" not in m["mem_exponent_est"]
     rows = _circuits(lambda D: 2 * D**0.5, lambda D: 40.0)
-    status, m = efficiency.analyse(rows, CRIT, n_boot=100, p_mod=47)
+    status, m = efficiency.analyse(rows, CRIT, n_boot=100, n_all=47 ** 2)
     assert status == "holds" and {c["status"] for c in m["claims"]} == {"holds"}
     assert m["mem_exponent"] == pytest.approx(0.5, abs=0.01)
     assert m["D_crit"] == pytest.approx(400, rel=0.02)                # 2 D^0.5 = 40
@@ -72,11 +72,11 @@ def test_crossing_of_a_rising_mem_line_and_a_flat_gen_level():
 
 def test_efficiency_fails_when_gen_is_not_flat_or_mem_does_not_rise():
     rows = _circuits(lambda D: 2 * D**0.5, lambda D: D**0.5)                         # C_gen grows with D
-    status, m = efficiency.analyse(rows, CRIT, n_boot=50, p_mod=47)
+    status, m = efficiency.analyse(rows, CRIT, n_boot=50, n_all=47 ** 2)
     claims = {c["claim"]: c["status"] for c in m["claims"]}
     assert status == "fails" and claims[efficiency.GEN_FLAT] == "fails"
     rows = _circuits(lambda D: 200 * D**-0.2, lambda D: 40.0)                        # C_mem falls with D
-    status, m = efficiency.analyse(rows, CRIT, n_boot=50, p_mod=47)
+    status, m = efficiency.analyse(rows, CRIT, n_boot=50, n_all=47 ** 2)
     claims = {c["claim"]: c["status"] for c in m["claims"]}
     assert status == "fails" and claims[efficiency.MEM_RISES] == "fails" and m["D_crit"] is None
 
@@ -86,7 +86,7 @@ def test_unusable_gen_networks_are_left_out():
     for r in rows:
         if r["kind"] == "gen" and r["D"] == 1000:
             r["final_test_acc"] = 0.5                               # did not generalise: not a C_gen network
-    status, m = efficiency.analyse(rows, CRIT, n_boot=20, p_mod=47)
+    status, m = efficiency.analyse(rows, CRIT, n_boot=20, n_all=47 ** 2)
     assert m["n_gen"] == 15 and len(m["left_out"]) == 5
 
 

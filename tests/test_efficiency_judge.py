@@ -24,7 +24,7 @@ def world(mem_exp=0.3, gen_exp=0.0, n_seeds=5, noise=0.01, mem_D=MEM_D, gen_D=GE
 
 
 def verdict(rows, crit=CRIT):
-    status, m = ef.analyse(rows, crit, n_boot=200, p_mod=47)
+    status, m = ef.analyse(rows, crit, n_boot=200, n_all=47 ** 2)
     return status, {c["claim"]: c["status"] for c in m["claims"]}, m
 
 
@@ -77,7 +77,7 @@ def test_unusable_networks_are_left_out():
     for r in rows:
         if r["kind"] == "gen" and r["D"] == 900:
             r["final_test_acc"] = 0.5                               # did not generalise: not a C_gen network
-    status, m = ef.analyse(rows, CRIT, n_boot=20, p_mod=47)
+    status, m = ef.analyse(rows, CRIT, n_boot=20, n_all=47 ** 2)
     assert m["n_gen"] == 10 and len(m["left_out"]) == 5
 
 
