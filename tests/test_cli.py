@@ -134,7 +134,7 @@ def test_the_first_line_says_what_will_train_and_bounds_the_time(tmp_path, capsy
     assert "sizes [390, 490, 616, 774, 973, 1222, 1494]" in line and "coarse_seeds 2" in line
     module = registry.get("ungrokking").module
     plan = module.budget(cfg)
-    assert len(plan) == 1 + 7 * 5 and plan[0] == (3831, 40000, 1)             # grok, then 7 sizes x 5 seeds
+    assert len(plan) == 1 + 7 * 5 and plan[0] == (3830, 40000, 1)             # grok (3,830 = int(0.3 p^2) pairs), then 7 x 5
     assert sorted({n for n, _, _ in plan[1:]}) == [390, 490, 616, 774, 973, 1222, 1494]
     assert all(steps == 30000 and w >= 1 for _, steps, w in plan[1:])
     monkeypatch.setattr(estimate, "step_seconds", lambda c, n, threads=None: 0.001 * n / 100)   # 1 ms per 100 examples
