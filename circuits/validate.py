@@ -49,7 +49,9 @@ def _is_number(v) -> bool:
 def known_fields(proto, what: str) -> dict[str, tuple]:
     """A protocol's known `params` or `criteria` keys -> (ref, nullable): ref is the value a given
     value's kind is checked against, the protocol module's default (DEFAULTS / CRITERIA) or else the
-    first value a preset (or a preset's by_arch block) gives; nullable where a default or a preset is None."""
+    first value a preset (or a preset's by_arch block) gives, widened to a plain list where one
+    preset's list of numbers is another's list with a null in it (end_states [0.05, 0.99] and
+    [0.1, null]); nullable where a default or a preset is None."""
     module = getattr(proto.module, "DEFAULTS" if what == "params" else "CRITERIA", None) or {}
     out = {k: (v, v is None) for k, v in module.items()}
     for preset in proto.presets.values():
@@ -57,8 +59,15 @@ def known_fields(proto, what: str) -> dict[str, tuple]:
         for block in [preset] + [b or {} for b in (preset.get("by_arch") or {}).values()]:
             for k, v in (block.get(what) or {}).items():
                 ref, nullable = out.get(k, (None, False))
-                out[k] = (v if ref is None else ref, nullable or v is None)
+                if ref is None or (_numbers(ref) and isinstance(v, (list, tuple)) and not _numbers(v)):
+                    ref = v
+                out[k] = (ref, nullable or v is None)
     return out
+
+
+def _numbers(x) -> bool:
+    """A non-empty list of numbers (check_like's strictest kind of list)."""
+    return isinstance(x, (list, tuple)) and bool(x) and all(_is_number(v) for v in x)
 
 
 def check_protocol_fields(cfg: Config, proto, what: str) -> None:
