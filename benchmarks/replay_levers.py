@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 
 from circuits.config import protocol_fields
 from circuits.loading import load
@@ -58,6 +59,9 @@ def main():
     args = ap.parse_args()
     run = load(args.run_dir)
     cfg = run.config
+    if cfg.protocol != "ungrokking":
+        print(f"replay_levers: {args.run_dir} is a {cfg.protocol} run, not an ungrokking one", file=sys.stderr)
+        raise SystemExit(2)
     crit = protocol_fields(cfg.criteria, ug.CRITERIA, "criteria")
     p = ug.params(cfg)
     seeds = sorted(p["subset_seeds"])[: args.coarse]
