@@ -13,9 +13,9 @@ that has since finished is never restored (the run's network or record is read i
 `--prune` deletes such checkpoints from the destination (for a kept folder; not for a cache, where
 a finished subset run's checkpoint holds its final weights). A restored checkpoint is resumed only
 by the run that wrote it (its fingerprint names optimiser, steps, seed and data;
-circuits/train.py read_checkpoint), and loaded without pickle code. A restored cache is read only by the code version that wrote it: its
-keys hold a fingerprint of the trainer's source (circuits.cache.code_fingerprint), so run with that
-commit's code.
+circuits/train.py read_checkpoint), and loaded without pickle code. A restored cache is read only
+by the code version that wrote it: its keys hold a fingerprint of the trainer's source
+(circuits.cache.code_fingerprint), so run with that commit's code.
 """
 from __future__ import annotations
 
