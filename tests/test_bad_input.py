@@ -202,3 +202,23 @@ def test_a_protocols_own_validate_runs_for_every_sweep_point():
     cfg.sweep = {"task.frac": [0.3, 0.7]}
     with pytest.raises(ValueError, match="too much data"):
         validate_run(cfg, proto)
+
+
+@pytest.mark.parametrize("order", [("quick", "paper"), ("paper", "quick")])
+def test_a_params_kind_is_the_widest_any_preset_gives(order):
+    """A list of numbers in one preset and a list with a null in another (end_states [0.05, 0.99] and
+    [0.1, null]) both validate, whichever preset comes first; a string is still refused."""
+    import types
+
+    from circuits.errors import CircuitsError
+    from circuits.validate import check_protocol_fields, known_fields
+
+    given = {"quick": {"by_arch": {"mlp": {"params": {"end_states": [0.05, 0.99]}}}},
+             "paper": {"params": {"end_states": [0.1, None]}}}
+    proto = types.SimpleNamespace(name="x", module=types.SimpleNamespace(DEFAULTS={"end_states": None}),
+                                  presets={name: given[name] for name in order})
+    assert known_fields(proto, "params")["end_states"][1] is True                 # nullable
+    for ok in ([0.1, None], [0.05, 0.99], None):
+        check_protocol_fields(types.SimpleNamespace(params={"end_states": ok}), proto, "params")
+    with pytest.raises(CircuitsError, match="bad value for params.end_states"):
+        check_protocol_fields(types.SimpleNamespace(params={"end_states": "low"}), proto, "params")
