@@ -11,8 +11,6 @@ CPU with the levers. Time it while nothing else trains.
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import os
 import subprocess
 import sys
@@ -20,25 +18,20 @@ import tempfile
 import time
 from pathlib import Path
 
+from circuits.loading import load
+
 FIXED = ["--set", "params.ungrokking.stop_when_settled=false", "--set", "params.ungrokking.end_states=null"]
 
 
-def steps_of(run_dir: Path) -> int:
-    """Training steps of every run in metrics.csv (its last step each)."""
-    last: dict[str, int] = {}
-    with open(run_dir / "metrics.csv") as f:
-        for row in csv.DictReader(f):
-            last[row["run"]] = max(last.get(row["run"], 0), int(float(row["step"])))
-    return sum(last.values())
-
-
 def run(out: Path, preset: str, extra: list[str]) -> tuple[float, int, dict]:
+    """Wall seconds, training steps (every run's last step in metrics.csv) and the verdict."""
     env = {**os.environ, "CIRCUITS_CACHE": str(out / "cache"), "MPLBACKEND": "Agg", "CIRCUITS_QUIET": "1"}
     cmd = [sys.executable, "-m", "circuits", "dcrit", "--preset", preset, "--out", str(out / "run"), *extra]
     t = time.perf_counter()
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - t
-    return wall, steps_of(out / "run"), json.loads((out / "run" / "verdict.json").read_text())
+    r = load(out / "run")
+    return wall, int(r.metrics.groupby("run")["step"].max().sum()), r.verdict
 
 
 def main():

@@ -27,7 +27,7 @@ def check_like(value, ref, path: str) -> None:
     elif isinstance(ref, str):
         ok, want = isinstance(value, str), "a string"
     elif isinstance(ref, (list, tuple)):
-        numbers = bool(ref) and all(_is_number(r) for r in ref)
+        numbers = _numbers(ref)
         ok = isinstance(value, (list, tuple)) and (not numbers or all(_is_number(v) for v in value))
         want = "a list of numbers, e.g. [0.3, 0.5]" if numbers else "a list"
     elif isinstance(ref, dict):
