@@ -33,6 +33,8 @@ PRESET = typer.Option(None, "--preset", help="quick (minutes on a 2-core CPU) | 
                       "[default: the preset set at --p if one is (--p 113: paper), else quick]")
 CHECK_PRESET = typer.Option("quick", "--preset", help="the presets the check variants run")
 OUT = typer.Option(None, "--out", help="run directory [default: runs/PROTOCOL/PRESET-ARCH-HASH]")
+PLAN = typer.Option(False, "--plan", help="print the first line (what it would train, at most how long here, "
+                    "counting only what the cache lacks) and stop: trains and writes nothing")
 
 
 @app.command("list")
@@ -67,7 +69,8 @@ def run(protocol: str = typer.Argument(..., help="a protocol name (see `circuits
         stacked: Optional[bool] = typer.Option(None, "--stack/--no-stack", help="train a sweep's points of one model "
                                                "shape as one stacked model [default: on with CUDA, off on CPU]"),
         log: Optional[str] = typer.Option(None, "--log", help="also log each evaluation to tensorboard | wandb "
-                                          "(offline unless WANDB_MODE says otherwise); = --set train.log=...")) -> None:
+                                          "(offline unless WANDB_MODE says otherwise); = --set train.log=..."),
+        plan_only: bool = PLAN) -> None:
     """Run one protocol; writes config.yaml, meta.json, metrics.csv, figure.png/.pdf and verdict.json.
     With --sweep (or a preset's sweep), runs the grid and writes sweep.csv."""
     from circuits import api, sweep
@@ -83,6 +86,11 @@ def run(protocol: str = typer.Argument(..., help="a protocol name (see `circuits
     if executor not in ("local", "slurm"):
         raise CircuitsError(f"--executor must be local or slurm, got {executor!r}")
     validate_run(cfg, proto)                         # all of it before a run directory is chosen or made
+    if plan_only:
+        if swept:
+            raise CircuitsError("--plan covers one run, not a sweep: give the point's fields with --set instead")
+        typer.echo(first_line(cfg))
+        return
     run_dir = checked_run_dir(cfg, out, fresh)
     with naming(run_dir):
         if swept:
@@ -154,10 +162,16 @@ def plan(cfg) -> str:
             + "".join(f"; {x}" for x in parts if x))
 
 
+def first_line(cfg) -> str:
+    """What a run is about to train and at most how long it takes here (circuits.estimate)."""
+    from circuits import estimate
+    return plan(cfg) + estimate.said(estimate.upper_bound(cfg, registry.get(cfg.protocol).module))
+
+
 def _run_and_report(cfg, run_dir) -> dict:
-    from circuits import api, estimate, registry
+    from circuits import api
     from circuits import check as checks
-    typer.echo(plan(cfg) + estimate.said(estimate.upper_bound(cfg, registry.get(cfg.protocol).module)))
+    typer.echo(first_line(cfg))
     v = api.run_config(cfg, run_dir)
     typer.echo(f"{v['protocol']}: {v['status']}  ({checks.summary(v)})")
     typer.echo(f"run directory: {v['run_dir']}  (figure.png, verdict.json)")
@@ -186,7 +200,8 @@ def dcrit(p: Optional[int] = typer.Option(None, "--p", help="the modulus p"),
           set_: List[str] = typer.Option([], "--set", help="override a field: --set params.sweep.steps=6000 (repeatable)"),
           device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda"),
           out: Optional[Path] = OUT,
-          fresh: bool = typer.Option(False, "--fresh", help="delete the run directory first instead of resuming it")) -> None:
+          fresh: bool = typer.Option(False, "--fresh", help="delete the run directory first instead of resuming it"),
+          plan_only: bool = PLAN) -> None:
     """Estimate D_crit, the training-set size where C_mem and C_gen are equally efficient, with an
     interval per method; writes figure.png and verdict.json (measured: D_crit per method)."""
     from circuits import api
@@ -198,6 +213,9 @@ def dcrit(p: Optional[int] = typer.Option(None, "--p", help="the modulus p"),
     overrides = [f"params.method={method}"] + ([f"params.weight_decays={_floats(wd, '--wd')}"] if wd else []) + list(set_)
     cfg = api.resolve("dcrit", preset, arch=arch, p=p, seeds=seeds, device=device, overrides=overrides)
     validate_run(cfg)                                # all of it before a run directory is chosen or made
+    if plan_only:
+        typer.echo(first_line(cfg))
+        return
     run_dir = checked_run_dir(cfg, out, fresh)
     with naming(run_dir):
         v = _run_and_report(cfg, run_dir)

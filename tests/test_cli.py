@@ -187,3 +187,29 @@ def test_the_first_line_says_what_will_train_and_bounds_the_time(tmp_path, capsy
         cli_module.main(["run", "grokking", "--arch", "mlp", "--p", "11", "--set", "train.steps=20", "--out", "r"])
     first = capsys.readouterr().out.splitlines()[0]
     assert first.startswith("grokking (quick preset): MLP") and "p = 11" in first and "at most ~" in first
+
+
+def test_plan_prints_the_first_line_and_trains_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    """`--plan` says what a run would train and its time bound, then stops: exit 0, no run directory,
+    nothing in the cache; the same line a real run starts with. A sweep is refused in one line."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CIRCUITS_CACHE", str(tmp_path / "cache"))
+    args = ["run", "grokking", "--arch", "mlp", "--p", "11", "--set", "train.steps=20"]
+    with pytest.raises(SystemExit) as e:
+        cli_module.main([*args, "--plan", "--out", "r"])
+    assert e.value.code == 0
+    planned = capsys.readouterr().out.splitlines()
+    assert len(planned) == 1 and planned[0].startswith("grokking (quick preset): MLP") and "at most ~" in planned[0]
+    assert not list(tmp_path.iterdir())                                     # no run directory, no cache
+    with pytest.raises(SystemExit):
+        cli_module.main([*args, "--out", "r"])
+    ran = capsys.readouterr().out.splitlines()[0]
+    assert ran.split("; at most")[0] == planned[0].split("; at most")[0]  # the bound is re-measured: same words
+    with pytest.raises(SystemExit) as e:
+        cli_module.main(["dcrit", "--preset", "quick", "--method", "ungrokking", "--plan", "--out", "d"])
+    assert e.value.code == 0 and capsys.readouterr().out.startswith("dcrit (quick preset)")
+    assert not (tmp_path / "d").exists()
+    with pytest.raises(SystemExit) as e:
+        cli_module.main([*args, "--plan", "--sweep", "task.frac=0.3,0.5"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and "--plan covers one run" in err
