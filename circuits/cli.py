@@ -34,7 +34,7 @@ PRESET = typer.Option(None, "--preset", help="quick (minutes on a 2-core CPU) | 
 CHECK_PRESET = typer.Option("quick", "--preset", help="the presets the check variants run")
 OUT = typer.Option(None, "--out", help="run directory [default: runs/PROTOCOL/PRESET-ARCH-HASH]")
 PLAN = typer.Option(False, "--plan", help="print the first line (what it would train, at most how long here, "
-                    "counting only what the cache lacks) and stop: trains and writes nothing")
+                    "counting only what the cache lacks) and stop: trains nothing, makes no run directory")
 
 
 @app.command("list")

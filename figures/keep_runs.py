@@ -1,6 +1,7 @@
 """Keep a long run's work across sessions (a machine whose cache does not survive): copy from one
 trained-circuit cache to another folder the finished networks (`<key>/model.pt` with its
-config.json) and the finished subset runs' records (`ungrok/<key>/history.json`); with
+config.json), the finished subset runs' records (`ungrok/<key>/history.json`) and the step caps
+each run finished under (`ungrok/caps/`, merged with the destination's); with
 `--unfinished`, also the checkpoints of runs still training (`checkpoint.pt`: weights, optimiser
 state and history, megabytes each), so a run cut off with its session resumes where it was.
 
@@ -20,11 +21,13 @@ by the code version that wrote it: its keys hold a fingerprint of the trainer's 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 from pathlib import Path
 
 KEEP = ("*/model.pt", "*/config.json", "ungrok/*/history.json")
 CHECKPOINTS = ("*/checkpoint.pt", "ungrok/*/checkpoint.pt")
+CAPS = "ungrok/caps/*.json"      # the step caps each subset run finished under (merged, never overwritten)
 
 
 def finished(run_dir: Path) -> bool:
@@ -46,12 +49,31 @@ def _copy(f: Path, to: Path, newer_only: bool = False) -> bool:
     return True
 
 
+def _merge_caps(f: Path, to: Path) -> bool:
+    """Write to `to` the union of the step caps listed in f and in `to` (a JSON list each), atomically;
+    False if `to` lists them all already. An unreadable list counts as empty."""
+    def caps(path: Path) -> set[int]:
+        try:
+            return {int(c) for c in json.loads(path.read_text())}
+        except (OSError, ValueError, TypeError):
+            return set()
+    have, union = caps(to), caps(f) | caps(to)
+    if to.exists() and have == union:
+        return False
+    to.parent.mkdir(parents=True, exist_ok=True)
+    tmp = to.with_name(f".{to.name}.tmp")
+    tmp.write_text(json.dumps(sorted(union)) + "\n")
+    tmp.replace(to)
+    return True
+
+
 def keep(src: Path, dst: Path, unfinished: bool = False, prune: bool = False) -> list[Path]:
     """Copy every KEEP file of src to the same place under dst; with unfinished, also the checkpoints
     of runs unfinished in src and in dst; with prune, delete dst's checkpoints of runs finished in
     dst. The files copied."""
     copied = [dst / f.relative_to(src) for pattern in KEEP for f in sorted(src.glob(pattern))
               if _copy(f, dst / f.relative_to(src))]
+    copied += [dst / f.relative_to(src) for f in sorted(src.glob(CAPS)) if _merge_caps(f, dst / f.relative_to(src))]
     if unfinished:
         copied += [dst / f.relative_to(src) for pattern in CHECKPOINTS for f in sorted(src.glob(pattern))
                    if not finished(f.parent) and not finished(dst / f.parent.relative_to(src))

@@ -31,6 +31,7 @@ class Job:
     settle: dict | None = None   # settle_params(): stop once settled (None: run to the cap)
     live: str = ""               # a CSV that gets each evaluation row as it comes (run_dir/live/NAME.csv)
     other_caps: tuple = ()       # ((cap, checkpoint), ...): this run under other step caps (see `same_run`)
+    caps_index: str = ""         # a JSON list of the step caps this run has finished under in this cache
 
     @property
     def name(self) -> str:
@@ -47,8 +48,9 @@ def ungrok(job: Job) -> list[dict]:
     """Continue the grokked network on its nested subset; the history of evaluations. A finished
     run leaves its history in `record_path` beside its checkpoint, which is read back first: a
     few kB that a long sweep can keep (commit) without the checkpoints' weights. Else, where the
-    same run finished under another step cap (`job.other_caps`: the other weight-decay convention's)
-    and that decides this one (`same_run`), it is read from there and nothing is trained."""
+    same run finished under another step cap (`job.other_caps`: the other weight-decay convention's,
+    or any cap its caps index lists) and that decides this one (`same_run`), it is read from there
+    and nothing is trained."""
     hist = recorded(job)
     if hist is not None:
         return hist
@@ -64,6 +66,7 @@ def ungrok(job: Job) -> list[dict]:
                 progress=live_progress(None, job.live))
     if record_path(job):
         write_json(record_path(job), {"job": job.name, "status": res.status, "history": res.history})
+        note_cap(job)
     return res.history
 
 
@@ -72,12 +75,29 @@ def recorded(job: Job) -> list[dict] | None:
     another cap: `same_run`); None: it has to train."""
     own = read_record(record_path(job), job.name)
     if own is not None:
+        note_cap(job)
         return own[0]
     for cap, ck in job.other_caps:
         hist = same_run(read_record(record_path(replace(job, checkpoint=ck)), job.name), cap, job.steps)
         if hist is not None:
             return hist
     return None
+
+
+def known_caps(job: Job) -> list[int]:
+    """The step caps under which this run has finished in this cache (`job.caps_index`; none: [])."""
+    try:
+        return [int(c) for c in read_json(job.caps_index)] if job.caps_index else []
+    except (OSError, ValueError, TypeError):
+        return []                                                   # no index, or unreadable: the config's caps only
+
+
+def note_cap(job: Job) -> None:
+    """Add job.steps to its run's caps index, so a later config with another cap finds this record
+    (a lost concurrent update only costs reuse: `same_run` still decides what a record is worth)."""
+    caps = known_caps(job)
+    if job.caps_index and job.steps not in caps:
+        write_json(job.caps_index, sorted({*caps, job.steps}))
 
 
 def network_of(job: Job) -> Path | None:

@@ -48,7 +48,7 @@ from circuits.fit import Estimate, agree, fit_transition, inside, intervals_over
 from circuits.store import cache_dir, config_hash
 from circuits.tasks import n_inputs
 from circuits.validate import check_at_least, check_seed_list, check_sizes, need
-from protocols.subset_runs import Job, bracket, network_of, planned, record_path, recorded, run_jobs, settle_params, subset_size, ungrok  # noqa: F401 (Job, bracket, record_path, ungrok: used via this module)
+from protocols.subset_runs import Job, bracket, known_caps, network_of, planned, record_path, recorded, run_jobs, settle_params, subset_size, ungrok  # noqa: F401 (Job, bracket, record_path, ungrok: used via this module)
 
 NAME = "ungrokking"
 CLAIM = ("a grokked network trained on D' << D_crit loses test accuracy while train accuracy stays 1; "
@@ -134,19 +134,27 @@ def jobs_for(cfg: Config, seed: int, model_path, n_train: int) -> list[Job]:
             for s in p["subset_seeds"]:
                 job = Job(cfg, seed, str(model_path), size, s, wd, steps, p["eval_every"], "", settle)
                 job.checkpoint = _checkpoint(job, steps)
-                # the same run under the other convention's cap (read where it decides this one)
-                job.other_caps = tuple((c, _checkpoint(job, c)) for c in sorted({equal, p["steps"]}) if c != steps)
+                job.caps_index = str(cache_dir() / "ungrok" / "caps" / f"{config_hash(_run_key(job))}.json")
+                # the same run under the other convention's cap, or any cap it finished under in this
+                # cache (read where it decides this one: subset_runs.same_run)
+                caps = {equal, p["steps"], *known_caps(job)}
+                job.other_caps = tuple((c, _checkpoint(job, c)) for c in sorted(caps) if c != steps)
                 out.append(job)
     return out
 
 
-def _checkpoint(job: Job, steps: int) -> str:
-    """The cache path of `job` run with step cap `steps`."""
+def _run_key(job: Job) -> dict:
+    """All that decides a subset run's history but its step cap."""
     key = {"grokked": Path(job.model_path).parent.name, "optim": to_dict(job.cfg)["optim"],
-           "job": job.name, "steps": steps, "eval_every": job.eval_every}
+           "job": job.name, "eval_every": job.eval_every}
     if job.settle:
         key["settle"] = job.settle
-    return str(cache_dir() / "ungrok" / config_hash(key) / "checkpoint.pt")
+    return key
+
+
+def _checkpoint(job: Job, steps: int) -> str:
+    """The cache path of `job` run with step cap `steps`."""
+    return str(cache_dir() / "ungrok" / config_hash({**_run_key(job), "steps": steps}) / "checkpoint.pt")
 
 
 def run_rows(jobs: list[Job], hists: list[list[dict]], p: dict, lr: float) -> list[dict]:

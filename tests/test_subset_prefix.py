@@ -86,3 +86,51 @@ def test_jobs_name_the_other_conventions_cap():
     assert (fixed[j].steps, equal[j].steps) == (30000, 100000) and fixed[j].other_caps == ((100000, equal[j].checkpoint),)
     j = "seed0-wd1-D390-s0"
     assert fixed[j].checkpoint == equal[j].checkpoint and fixed[j].other_caps == ()
+
+
+def test_a_run_finished_under_any_cap_is_found_by_a_config_with_another(tmp_path, monkeypatch):
+    """The caps index: a run recorded under the fixed 30,000-step cap is read by a config whose caps
+    are 100,000 (the paper's fixed budget: neither convention of that config names 30,000) where it
+    decides the run (it stopped by its rule), and trained where it does not (it ran to its cap)."""
+    from circuits import api
+    from circuits.store import write_json
+    from protocols import ungrokking as ug
+
+    monkeypatch.setenv("CIRCUITS_CACHE", str(tmp_path))
+    base = ["params.weight_decays=[1,3]", "params.equal_decay_budget=false"]
+    short = {j.name: j for j in ug.jobs_for(api.resolve("ungrokking", "paper", arch="transformer", overrides=base),
+                                            0, "/c/abc/model.pt", 3830)}
+    stopped, capped = short["seed0-wd1-D390-s0"], short["seed0-wd3-D490-s1"]
+    assert stopped.steps == capped.steps == 30000
+    hist = {n: [{"step": 0, "test_acc": 0.9}, {"step": s, "test_acc": 0.05}] for n, s in
+            ((stopped.name, 12000), (capped.name, 30000))}
+    write_json(sr.record_path(stopped), {"job": stopped.name, "status": "stopped", "history": hist[stopped.name]})
+    write_json(sr.record_path(capped), {"job": capped.name, "status": "done", "history": hist[capped.name]})
+    long_cfg = api.resolve("ungrokking", "paper", arch="transformer", overrides=[*base, "params.steps=100000"])
+    before = {j.name: j for j in ug.jobs_for(long_cfg, 0, "/c/abc/model.pt", 3830)}
+    assert sr.recorded(before[stopped.name]) is None                    # not yet indexed: not found
+    assert sr.recorded(stopped) == hist[stopped.name] and sr.recorded(capped) == hist[capped.name]   # read: indexed
+    assert sr.known_caps(stopped) == [30000] and sr.known_caps(capped) == [30000]
+    long = {j.name: j for j in ug.jobs_for(long_cfg, 0, "/c/abc/model.pt", 3830)}
+    assert long[stopped.name].steps == 100000 and (30000, stopped.checkpoint) in long[stopped.name].other_caps
+    assert sr.recorded(long[stopped.name]) == hist[stopped.name]        # stopped by its rule: the same run
+    assert sr.recorded(long[capped.name]) is None                       # ran to 30,000: 100,000 must train
+    assert sr.known_caps(long[stopped.name]) == [30000]                 # read from another cap: not its own
+
+
+def test_keep_runs_merges_the_caps_index(tmp_path):
+    import json
+    import sys
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "figures"))
+    import keep_runs
+
+    src, dst = tmp_path / "src" / "ungrok" / "caps", tmp_path / "dst" / "ungrok" / "caps"
+    src.mkdir(parents=True)
+    dst.mkdir(parents=True)
+    (src / "a.json").write_text("[30000]")
+    (dst / "a.json").write_text("[10000, 100000]")
+    (src / "b.json").write_text("[30000]")
+    copied = keep_runs.keep(tmp_path / "src", tmp_path / "dst")
+    assert json.loads((dst / "a.json").read_text()) == [10000, 30000, 100000]   # union, not overwritten
+    assert json.loads((dst / "b.json").read_text()) == [30000] and len(copied) == 2
+    assert keep_runs.keep(tmp_path / "src", tmp_path / "dst") == []             # nothing new
