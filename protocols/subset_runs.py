@@ -94,10 +94,14 @@ def known_caps(job: Job) -> list[int]:
 
 def note_cap(job: Job) -> None:
     """Add job.steps to its run's caps index, so a later config with another cap finds this record
-    (a lost concurrent update only costs reuse: `same_run` still decides what a record is worth)."""
+    (a lost concurrent update, or a cache it cannot write, only costs reuse: `same_run` still decides
+    what a record is worth)."""
     caps = known_caps(job)
     if job.caps_index and job.steps not in caps:
-        write_json(job.caps_index, sorted({*caps, job.steps}))
+        try:
+            write_json(job.caps_index, sorted({*caps, job.steps}))
+        except OSError:
+            pass                                                    # a read-only cache: reuse across caps is lost, nothing else
 
 
 def network_of(job: Job) -> Path | None:

@@ -134,3 +134,15 @@ def test_keep_runs_merges_the_caps_index(tmp_path):
     assert json.loads((dst / "a.json").read_text()) == [10000, 30000, 100000]   # union, not overwritten
     assert json.loads((dst / "b.json").read_text()) == [30000] and len(copied) == 2
     assert keep_runs.keep(tmp_path / "src", tmp_path / "dst") == []             # nothing new
+
+
+def test_a_cache_it_cannot_write_is_read_without_its_caps_index(tmp_path):
+    """Noting a cap is an optimisation: where the index cannot be written (a read-only cache; here a
+    file where its folder should be, which stops root too), the record is still read."""
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "history.json").write_text('{"job": "seed0-wd1-D12-s1", "status": "stopped", "history": [{"step": 20}]}')
+    (tmp_path / "caps").write_text("not a folder")
+    j = sr.Job(None, 0, "", size=12, subset_seed=1, weight_decay=1.0, steps=40, eval_every=10,
+               checkpoint=str(folder / "checkpoint.pt"), caps_index=str(tmp_path / "caps" / "x.json"))
+    assert sr.recorded(j) == [{"step": 20}] and sr.known_caps(j) == []
