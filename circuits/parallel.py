@@ -176,8 +176,9 @@ def pmap(fn: Callable, items: Iterable, workers: int | None = None, on_done: Cal
     `on_done(n_done, n_total)` and `on_result(result)` after each. fn and the items must be picklable
     (top-level functions). The first job to fail ends the map at once and its error is raised,
     naming the job; SIGINT / SIGTERM end it with `Interrupted` (see the module's docstring).
-    In one process, `busy(item)` (True: another process is computing that item now, e.g. its
-    checkpoint is locked) defers an item while others are free, instead of waiting for it."""
+    `busy(item)` (True: another process is computing that item now, e.g. its checkpoint is locked)
+    defers an item while others are free, instead of a worker waiting for it (the pool is fed one
+    item per free worker, chosen when that worker frees up)."""
     items = list(items)
     if workers is None and os.environ.get("CIRCUITS_IN_WORKER"):
         workers = 1                          # the cores are taken by this worker's siblings already
@@ -185,7 +186,7 @@ def pmap(fn: Callable, items: Iterable, workers: int | None = None, on_done: Cal
     with stop_on_signals():
         if workers == 1:
             return _map_here(fn, items, on_done, on_result, busy)
-        return _map_pool(fn, items, workers, on_done, on_result)
+        return _map_pool(fn, items, workers, on_done, on_result, busy)
 
 
 def _map_here(fn: Callable, items: list, on_done: Callable | None, on_result: Callable | None,
@@ -195,8 +196,7 @@ def _map_here(fn: Callable, items: list, on_done: Callable | None, on_result: Ca
     out: list = [None] * len(items)
     pending = list(range(len(items)))
     while pending:
-        i = next((j for j in pending if not busy(items[j])), pending[0]) if busy else pending[0]
-        pending.remove(i)
+        i = _next(items, pending, busy)
         try:
             out[i] = fn(items[i])
         except Exception as err:
@@ -208,19 +208,35 @@ def _map_here(fn: Callable, items: list, on_done: Callable | None, on_result: Ca
     return out
 
 
-def _map_pool(fn: Callable, items: list, workers: int, on_done: Callable | None, on_result: Callable | None) -> list:
-    """pmap in `workers` worker processes; results in the items' order."""
+def _next(items: list, pending: list[int], busy: Callable | None) -> int:
+    """Take the next item's index off `pending`: the first that `busy` does not name (the first of
+    all if every one is busy, or without `busy`)."""
+    i = next((j for j in pending if not busy(items[j])), pending[0]) if busy else pending[0]
+    pending.remove(i)
+    return i
+
+
+def _map_pool(fn: Callable, items: list, workers: int, on_done: Callable | None, on_result: Callable | None,
+              busy: Callable | None = None) -> list:
+    """pmap in `workers` worker processes, an item submitted as a worker frees up (so `busy` is asked
+    then); results in the items' order."""
     out: list = [None] * len(items)
     threads = max(1, (os.cpu_count() or 1) // workers)
     pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=init_worker,
                                initargs=(threads, os.getpid()))
     try:
-        futures = {pool.submit(fn, item): i for i, item in enumerate(items)}
-        pending, n_done = set(futures), 0
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+        waiting, futures, n_done = list(range(len(items))), {}, 0
+
+        def feed():
+            while waiting and len(futures) < workers:
+                i = _next(items, waiting, busy)
+                futures[pool.submit(fn, items[i])] = i
+
+        feed()
+        while futures:
+            done, _ = wait(futures, return_when=FIRST_COMPLETED)
             for fut in sorted(done, key=futures.get):
-                i = futures[fut]
+                i = futures.pop(fut)
                 err = fut.exception()
                 if err is not None:
                     raise job_failed(err, job_label(i, len(items), items[i]))
@@ -230,6 +246,7 @@ def _map_pool(fn: Callable, items: list, workers: int, on_done: Callable | None,
                     on_result(out[i])
                 if on_done:
                     on_done(n_done, len(items))
+            feed()
     except BaseException:
         with signals_ignored():              # a second Ctrl-C must not cut the clean-up short
             stop_pool(pool)

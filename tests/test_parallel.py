@@ -173,6 +173,24 @@ def test_in_one_process_a_busy_item_waits_until_the_free_ones_are_done():
     assert pmap(record, [2, 3], workers=1, busy=lambda x: True) == [20, 30] and order == [2, 3]
 
 
+def _stamp(item):
+    """Write when this item started (ns), then return it."""
+    folder, x = item
+    Path(folder, f"start-{x}").write_text(str(time.monotonic_ns()))
+    _sleep(0.2)
+    return x
+
+
+def test_in_a_pool_a_busy_item_waits_until_the_free_ones_are_taken(tmp_path):
+    """Two workers, items 0-1 busy (another process on them): the workers take 2 and 3 first, and no
+    worker sits waiting on a busy item while a free one is left; results keep the items' order."""
+    busy = {0, 1}
+    items = [(str(tmp_path), x) for x in range(4)]
+    assert pmap(_stamp, items, workers=2, busy=lambda it: it[1] in busy) == [0, 1, 2, 3]
+    start = {x: int((tmp_path / f"start-{x}").read_text()) for x in range(4)}
+    assert max(start[2], start[3]) < min(start[0], start[1])
+
+
 def test_a_lock_held_by_another_process_is_seen_as_busy(tmp_path):
     from circuits.store import is_locked
     lock = tmp_path / ".x.lock"
