@@ -42,11 +42,16 @@ def _copy(f: Path, to: Path, newer_only: bool = False) -> bool:
         return False
     if newer_only and to.exists() and to.stat().st_mtime >= f.stat().st_mtime:
         return False
+    _atomic(to, lambda tmp: shutil.copyfile(f, tmp))
+    return True
+
+
+def _atomic(to: Path, fill) -> None:
+    """Write `to` through a temp file beside it (fill(tmp) writes it), then a rename."""
     to.parent.mkdir(parents=True, exist_ok=True)
     tmp = to.with_name(f".{to.name}.tmp")
-    shutil.copyfile(f, tmp)
+    fill(tmp)
     tmp.replace(to)
-    return True
 
 
 def _merge_caps(f: Path, to: Path) -> bool:
@@ -60,10 +65,7 @@ def _merge_caps(f: Path, to: Path) -> bool:
     have, union = caps(to), caps(f) | caps(to)
     if to.exists() and have == union:
         return False
-    to.parent.mkdir(parents=True, exist_ok=True)
-    tmp = to.with_name(f".{to.name}.tmp")
-    tmp.write_text(json.dumps(sorted(union)) + "\n")
-    tmp.replace(to)
+    _atomic(to, lambda tmp: tmp.write_text(json.dumps(sorted(union)) + "\n"))
     return True
 
 

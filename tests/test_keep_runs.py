@@ -104,3 +104,18 @@ def test_a_kept_unfinished_checkpoint_resumes_to_the_same_run(tmp_path):
     assert resumed == straight and resumed[-1]["step"] == 40
     for a, b in zip(m1.parameters(), m2.parameters()):
         assert (a == b).all()
+
+
+def test_keep_runs_merges_the_caps_index(tmp_path):
+    import json
+    keep_runs = _keep_runs()
+    src, dst = tmp_path / "src" / "ungrok" / "caps", tmp_path / "dst" / "ungrok" / "caps"
+    src.mkdir(parents=True)
+    dst.mkdir(parents=True)
+    (src / "a.json").write_text("[30000]")
+    (dst / "a.json").write_text("[10000, 100000]")
+    (src / "b.json").write_text("[30000]")
+    copied = keep_runs.keep(tmp_path / "src", tmp_path / "dst")
+    assert json.loads((dst / "a.json").read_text()) == [10000, 30000, 100000]   # union, not overwritten
+    assert json.loads((dst / "b.json").read_text()) == [30000] and len(copied) == 2
+    assert keep_runs.keep(tmp_path / "src", tmp_path / "dst") == []             # nothing new

@@ -118,24 +118,6 @@ def test_a_run_finished_under_any_cap_is_found_by_a_config_with_another(tmp_path
     assert sr.known_caps(long[stopped.name]) == [30000]                 # read from another cap: not its own
 
 
-def test_keep_runs_merges_the_caps_index(tmp_path):
-    import json
-    import sys
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "figures"))
-    import keep_runs
-
-    src, dst = tmp_path / "src" / "ungrok" / "caps", tmp_path / "dst" / "ungrok" / "caps"
-    src.mkdir(parents=True)
-    dst.mkdir(parents=True)
-    (src / "a.json").write_text("[30000]")
-    (dst / "a.json").write_text("[10000, 100000]")
-    (src / "b.json").write_text("[30000]")
-    copied = keep_runs.keep(tmp_path / "src", tmp_path / "dst")
-    assert json.loads((dst / "a.json").read_text()) == [10000, 30000, 100000]   # union, not overwritten
-    assert json.loads((dst / "b.json").read_text()) == [30000] and len(copied) == 2
-    assert keep_runs.keep(tmp_path / "src", tmp_path / "dst") == []             # nothing new
-
-
 def test_a_cache_it_cannot_write_is_read_without_its_caps_index(tmp_path):
     """Noting a cap is an optimisation: where the index cannot be written (a read-only cache; here a
     file where its folder should be, which stops root too), the record is still read."""
