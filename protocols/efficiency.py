@@ -116,9 +116,9 @@ def jobs_for(cfg: Config) -> list[Job]:
     p = protocol_fields(cfg.params, DEFAULTS, "params")
     window = settle_window(cfg.optim.lr, cfg.optim.weight_decay, p["settle_decay_times"])
     out = []
-    for kind, xs, steps in (("mem", p["mem_sizes"], p["steps"]), ("gen", p["gen_sizes"], p["gen_steps"] or p["steps"])):
-        for size in sizes_from(xs, n_inputs(cfg.task)):
-            for seed in cfg.seeds:
+    for seed in cfg.seeds:          # seed-major: a run cut off leaves whole seeds, usable with --set seeds=[...]
+        for kind, xs, steps in (("mem", p["mem_sizes"], p["steps"]), ("gen", p["gen_sizes"], p["gen_steps"] or p["steps"])):
+            for size in sizes_from(xs, n_inputs(cfg.task)):
                 task = replace(cfg.task, frac=frac_for(size, n_inputs(cfg.task)), random_labels=kind == "mem")
                 train = replace(cfg.train, steps=steps, eval_every=p["eval_every"])
                 out.append(Job(replace(cfg, task=task, train=train), kind, size, seed, p["target_logit"], window,

@@ -101,3 +101,17 @@ def test_sizes_are_counted_over_the_tasks_own_inputs(task):
     ucfg = resolve("ungrokking", "quick", p=11, overrides=["params.sizes=[0.2]"])
     ucfg = replace(ucfg, task=replace(ucfg.task, **task))
     assert {j.size for j in ug.jobs_for(ucfg, 0, "x", 10_000)} == {round(0.2 * n_all)}
+
+
+def test_efficiency_trains_seed_by_seed_so_a_cut_off_run_leaves_whole_seeds():
+    """The C_mem and C_gen networks of one seed all come before any of the next seed's: a
+    multi-seed run killed part-way has finished seeds a `--set seeds=[...]` run reads back whole
+    (size-major order left every seed part-done)."""
+    from circuits.api import resolve
+    from protocols import efficiency
+
+    cfg = resolve("efficiency", "quick", p=11, overrides=["params.mem_sizes=[30,40]", "params.gen_sizes=[60,80]",
+                                                          "seeds=[0,1,2]"])
+    jobs = efficiency.jobs_for(cfg)
+    assert [j.seed for j in jobs] == [0] * 4 + [1] * 4 + [2] * 4
+    assert [(j.kind, j.size) for j in jobs[:4]] == [("mem", 30), ("mem", 40), ("gen", 60), ("gen", 80)]
