@@ -13,6 +13,7 @@ then reads the first one's result instead of training it again.
 from __future__ import annotations
 
 import ast
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -20,9 +21,11 @@ import inspect
 import sys
 import textwrap
 from pathlib import Path
+from typing import Callable
 
 from circuits import experiment
 from circuits.config import Config, to_dict
+from circuits.errors import CircuitsError
 from circuits.experiment import Trained, build, torch_threads
 from circuits.progress import Bar
 from circuits.store import CorruptFile, cache_dir, config_hash, load_torch, locked, save_torch, write_json
@@ -120,9 +123,59 @@ def _train_into(cfg: Config, seed: int, stop, stop_name: str, key: str, model, d
     result = train(model, data, cfg.optim, cfg.train, stop=stop, checkpoint=folder / "checkpoint.pt",
                    progress=experiment.live_progress(bar, live), seed=seed, fingerprint_extra={"cache": key})
     bar.close()
+    _write_entry(cfg, seed, stop_name, key, model, result, folder)
+    return result
+
+
+def _write_entry(cfg: Config, seed: int, stop_name: str, key: str, model, result: Result, folder: Path) -> None:
     write_json(folder / "config.json", {**to_dict(cfg), "seed": seed, "stop": stop_name})
     save_torch(folder / "model.pt", {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                                      "result": dataclasses.asdict(result), "format": CACHE_FORMAT,
                                      "code": code_fingerprint(), "key": key})
     (folder / "checkpoint.pt").unlink(missing_ok=True)
-    return result
+
+
+def prestack(runs: list[tuple[Config, int, Callable | None, str]], bar: Bar | None = None,
+             max_members: int = 64) -> int:
+    """Train the runs (cfg, seed, stop, stop_name) that can share a stacked model (circuits.stack:
+    the GPU lever) as stacked groups, straight into their cache entries; `trained` then reads them
+    back. A run already in the cache, part-trained (its checkpoint resumes on its own) or being
+    trained by another process is left out, as is one stack_key refuses. Each entry's lock is
+    held while its group trains; a killed group leaves the earlier groups' entries whole.
+    Returns how many runs it trained."""
+    from circuits import stack
+
+    groups: dict = {}
+    for cfg, seed, stop, name in runs:
+        folder = entry_path(cfg, seed, name).parent
+        key = stack.stack_key(cfg)
+        if key is not None and not (folder / "model.pt").exists() and not (folder / "checkpoint.pt").exists():
+            groups.setdefault(key, []).append((cfg, seed, stop, name, folder))
+    done, total = 0, sum(map(len, groups.values()))
+    for members in groups.values():
+        for i in range(0, len(members), max_members):
+            with contextlib.ExitStack() as held:
+                chunk = [m for m in members[i : i + max_members] if _hold(held, m[4] / ".lock")]
+                chunk = [m for m in chunk if not (m[4] / "model.pt").exists()]     # finished while we looked
+                if not chunk:
+                    continue
+                device = resolve_device(chunk[0][0].train.device)
+                with torch_threads(chunk[0][0].train.threads):
+                    built = [build(cfg, seed, device) for cfg, seed, *_ in chunk]
+                    results = stack.train_stacked([m for m, _ in built], [d for _, d in built], [m[0] for m in chunk],
+                                                  [m[2] for m in chunk], device)
+                for (cfg, seed, _, name, folder), (model, _), result in zip(chunk, built, results):
+                    _write_entry(cfg, seed, name, cache_key(cfg, seed, name), model, result, folder)
+                done += len(chunk)
+            if bar is not None:
+                bar(done, total)
+    return done
+
+
+def _hold(held: contextlib.ExitStack, lock: Path) -> bool:
+    """Take the lock into `held` if no other process has it (else False: that process trains the entry)."""
+    try:
+        held.enter_context(locked(lock, wait=False))
+        return True
+    except CircuitsError:
+        return False

@@ -56,13 +56,14 @@ CLAIM = ("D_crit, where C_mem and C_gen are equally efficient: ungrokking < effi
          "with hysteresis, for any weight decay")
 METHODS = ("sweep", "ungrokking", "efficiency")
 DEFAULTS = {"method": "all", "weight_decays": None, "workers": None,
-            "sweep": {"sizes": [0.2, 0.25, 0.3, 0.35, 0.4, 0.5], "steps": 4000, "eval_every": 50, "n_boot": 200},
+            "sweep": {"sizes": [0.2, 0.25, 0.3, 0.35, 0.4, 0.5], "steps": 4000, "eval_every": 50, "n_boot": 200,
+                      "stack": None},
             "ungrokking": {}, "efficiency": {}}
 PARAMS_DOC = {
     "method": "sweep | ungrokking | efficiency | all",
     "weight_decays": "weight decays to estimate at (None: the config's; --wd)",
     "workers": "worker processes (None: one per core)",
-    "sweep": "the from-scratch sweep: {sizes, steps, eval_every, n_boot}",
+    "sweep": "the from-scratch sweep: {sizes, steps, eval_every, n_boot, stack (None: stacked on CUDA)}",
     "ungrokking": "the ungrokking protocol's params for its estimate (grok_seeds: the grokked networks)",
     "efficiency": "the efficiency protocol's params for its crossing",
 }
@@ -143,6 +144,7 @@ def validate(cfg: Config) -> None:
         check_sizes(sp["sizes"], "params.sweep.sizes", n_all, n_all - 1, f"all {n_all} inputs less one: a run keeps a test split")
         for key in ("steps", "eval_every", "n_boot"):
             check_at_least(sp[key], f"params.sweep.{key}", 1)
+        semigrokking.check_stack(sp["stack"], "params.sweep.stack")
     subs = {"ungrokking": lambda: ungrokking.validate(ungrokking_config(cfg, p, wds)),
             "efficiency": lambda: efficiency.validate(efficiency_config(cfg, p, wds[0]))}
     for method in [m for m in methods if m in subs]:
@@ -172,7 +174,7 @@ def by_sweep(cfg: Config, p: dict, wd: float, live_dir: Path) -> dict:
     """From scratch at every size x seed for the budget; the fit of final test accuracy against D."""
     sp = {**DEFAULTS["sweep"], **p["sweep"]}
     jobs = semigrokking.live_to(sweep_jobs(cfg, p, wd), live_dir, f"sweep-wd{wd:g}-")
-    hists = semigrokking.run_scratch(jobs, p["workers"], f"dcrit sweep {cfg.model.arch} wd {wd:g}")
+    hists = semigrokking.run_scratch(jobs, p["workers"], f"dcrit sweep {cfg.model.arch} wd {wd:g}", sp["stack"])
     D, acc = [j.size for j in jobs], [h[-1].get("test_acc", 0.0) for h in hists]
     fit = fit_transition(D, acc, [j.seed for j in jobs], n_boot=sp["n_boot"])
     return from_fit(fit, n_inputs(cfg.task), points=list(zip(D, acc)),

@@ -6,7 +6,8 @@ grokking) is common.
 Runs: every training-set size D (params.sizes: fractions of all inputs or counts; or params.multipliers x
 D_crit, with D_crit from params.D_crit or else the newest `dcrit` verdict in runs/ for this p and
 architecture) x every seed, from scratch, for the budget train.steps (a run ends early once test
-accuracy reaches criteria.grok_acc).
+accuracy reaches criteria.grok_acc). With CUDA they train as stacked models (params.stack,
+circuits.cache.prestack); on a CPU as worker processes.
 
 Classes, after train accuracy first reaches criteria.train_acc: a *plateau* is test accuracy held
 inside [band_lo, band_hi] for at least min_plateau_steps, varying by at most max_plateau_spread
@@ -26,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from circuits import plots
-from circuits.cache import entry_path, trained
+from circuits.cache import entry_path, prestack, trained
 from circuits.config import Config, protocol_fields, to_dict
 from circuits.detect import Verdict, first_step, plateaus
 from circuits.experiment import LIVE, begin, finish, normalised, recorded_config
@@ -34,17 +35,19 @@ from circuits.parallel import pmap
 from circuits.progress import Bar
 from circuits.store import read_json
 from circuits.tasks import frac_for, n_inputs, sizes_from
-from circuits.validate import check_at_least, check_sizes
+from circuits.train import resolve_device
+from circuits.validate import check_at_least, check_sizes, need
 from protocols.grokking import sensitivity
 
 NAME = "semigrokking"
 CLAIM = "trained at D ~ D_crit, delayed generalisation reaches only middling test accuracy"
-DEFAULTS = {"sizes": None, "multipliers": [0.8, 0.9, 1.0, 1.1, 1.25], "D_crit": None, "workers": None}
+DEFAULTS = {"sizes": None, "multipliers": [0.8, 0.9, 1.0, 1.1, 1.25], "D_crit": None, "workers": None, "stack": None}
 PARAMS_DOC = {
     "sizes": "training-set sizes: fractions of all inputs (p^2 pairs for x+y) or counts (None: multipliers x D_crit)",
     "multipliers": "sizes as multiples of D_crit when sizes is None",
     "D_crit": "the D_crit to centre on (None: the newest `circuits dcrit` result of the same task, model and optimiser, in runs/dcrit)",
     "workers": "worker processes (None: one per core)",
+    "stack": "train the runs as stacked models first (None: on CUDA; on a CPU separate processes are faster)",
 }
 CRITERIA = {"train_acc": 0.99, "grok_acc": 0.99, "band_lo": 0.2, "band_hi": 0.8, "min_plateau_steps": 1000,
             "max_plateau_spread": 0.15, "min_semi_runs": 1}
@@ -94,6 +97,11 @@ def validate(cfg: Config) -> None:
     check_at_least(p["multipliers"], "params.multipliers", 0, strict=True)
     if p["D_crit"] is not None:
         check_at_least(p["D_crit"], "params.D_crit", 0, strict=True)
+    check_stack(p["stack"], "params.stack")
+
+
+def check_stack(value, path: str) -> None:
+    need(value is None or isinstance(value, bool), f"bad value for {path}: {value!r} (expected true, false or null)")
 
 
 def sizes_for(cfg: Config, p: dict) -> tuple[list[int], float | None, str]:
@@ -115,10 +123,16 @@ def scratch(job: Job) -> list[dict]:
     """Train from scratch on `size` pairs until test accuracy reaches grok_acc or the budget ends; the
     history of evaluations. The run goes through the trained-circuit cache (circuits/cache.py): a
     killed run resumes from its checkpoint, and any protocol asking for the same run reads it back."""
-    crit = protocol_fields(job.cfg.criteria, CRITERIA, "criteria")
-    stop = lambda row: row["train_acc"] >= crit["train_acc"] and row.get("test_acc", 0.0) >= crit["grok_acc"]
-    t, _ = trained(job.cfg, job.seed, stop=stop, stop_name=stop_name(crit), quiet=True, live=job.live)
+    stop, name = stop_rule(job.cfg)
+    t, _ = trained(job.cfg, job.seed, stop=stop, stop_name=name, quiet=True, live=job.live)
     return t.result.history
+
+
+def stop_rule(cfg: Config):
+    """(stop, its name): a run from scratch ends once train and test accuracy reach the criteria."""
+    crit = protocol_fields(cfg.criteria, CRITERIA, "criteria")
+    return (lambda row: row["train_acc"] >= crit["train_acc"] and row.get("test_acc", 0.0) >= crit["grok_acc"],
+            stop_name(crit))
 
 
 def stop_name(crit: dict) -> str:
@@ -166,7 +180,16 @@ def budget(cfg: Config) -> list[tuple[int, int, int]]:
     return [(j.size, j.cfg.train.steps, workers) for j in scratch_jobs(cfg, sizes_for(cfg, p)[0]) if not entry(j).exists()]
 
 
-def run_scratch(jobs: list[Job], workers: int | None, label: str) -> list[list[dict]]:
+def run_scratch(jobs: list[Job], workers: int | None, label: str, stack: bool | None = None) -> list[list[dict]]:
+    """The runs' histories, in order. With stack (None: when they train on CUDA), the runs that can
+    share a stacked model train as one first, into the cache (circuits.cache.prestack), and are read
+    back from it; what is left (part-trained, unstackable) trains in worker processes."""
+    if stack is None:
+        stack = bool(jobs) and resolve_device(jobs[0].cfg.train.device).type == "cuda"
+    if stack:
+        sbar = Bar(f"{label}: stacked runs from scratch")
+        prestack([(j.cfg, j.seed, *stop_rule(j.cfg)) for j in jobs], sbar)
+        sbar.close()
     bar = Bar(f"{label}: {len(jobs)} runs from scratch")
     hists = pmap(scratch, jobs, workers, on_done=bar)
     bar.close()
@@ -201,7 +224,7 @@ def run(cfg: Config, run_dir) -> Verdict:
     started = begin(cfg, run_dir)
     n_all = n_inputs(cfg.task)
     jobs = live_to(scratch_jobs(cfg, sizes), Path(run_dir) / LIVE)
-    hists = run_scratch(jobs, p["workers"], f"semigrokking {cfg.model.arch}")
+    hists = run_scratch(jobs, p["workers"], f"semigrokking {cfg.model.arch}", p["stack"])
     outcomes = [classify(h, crit) for h in hists]
     per_size = {}
     for size in sizes:

@@ -32,6 +32,8 @@ def _pythonpath():
     (["run", "grokking", "--config", "/does/not/exist.yaml"], "config file not found"),
     (["run", "grokking", "--bogus"], "No such option: --bogus"),
     (["run", "grokking", "--seeds", "x"], "--seeds"),
+    (["run", "semigrokking", "--set", "params.stack=1"], "bad value for params.stack: 1"),
+    (["dcrit", "--set", "params.sweep.stack=3"], "bad value for params.sweep.stack: 3"),
 ])
 def test_user_errors_are_one_line_exit_2(args, msg, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)                       # in-process (the entry point itself: test_list_...)

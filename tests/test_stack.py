@@ -93,3 +93,67 @@ def test_a_stacked_seed_saved_as_its_checkpoint_is_resumed_not_retrained(tmp_pat
         for p, q in zip(t.model.parameters(), model.parameters()):
             assert torch.equal(p, q)
     assert capsys.readouterr().err == ""
+
+
+def _scratch_jobs(steps=60):
+    from circuits.api import resolve
+    from protocols import semigrokking
+
+    cfg = resolve("semigrokking", "quick", p=23, overrides=["model.d_model=32", "model.d_head=8", "model.d_mlp=64",
+                                                            "optim.lr=3e-3", f"train.steps={steps}",
+                                                            "train.eval_every=10", "seeds=[0,1]"])
+    return semigrokking.scratch_jobs(cfg, [150, 260])
+
+
+def test_runs_from_scratch_stacked_into_the_cache_are_the_separate_runs(tmp_path, monkeypatch):
+    """The GPU lever of semigrokking and `dcrit --method sweep` (run_scratch(stack=True)): the runs
+    train as one stacked model straight into their cache entries, and read back they are the runs
+    the worker processes train, to 1e-5 (forced on here: on a CPU stacking is off by default)."""
+    from circuits.cache import prestack
+    from protocols import semigrokking
+
+    monkeypatch.setenv("CIRCUITS_CACHE", str(tmp_path / "stacked"))
+    jobs = _scratch_jobs()
+    assert prestack([(j.cfg, j.seed, *semigrokking.stop_rule(j.cfg)) for j in jobs]) == 4
+    assert all(semigrokking.entry(j).exists() for j in jobs)
+    stacked = semigrokking.run_scratch(jobs, 1, "stacked", stack=True)      # all read back: nothing left to stack
+    monkeypatch.setenv("CIRCUITS_CACHE", str(tmp_path / "separate"))
+    separate = semigrokking.run_scratch(_scratch_jobs(), 1, "separate")
+    for a_hist, b_hist in zip(stacked, separate):
+        assert [r["step"] for r in a_hist] == [r["step"] for r in b_hist]
+        for a, b in zip(a_hist, b_hist):
+            for k in b:
+                if k != "time":
+                    assert a[k] == pytest.approx(b[k], abs=1e-5, rel=1e-5), k
+
+
+def test_prestack_leaves_a_part_trained_or_busy_run_to_its_own_process(tmp_path, monkeypatch):
+    import multiprocessing as mp
+
+    from circuits.cache import prestack
+    from protocols import semigrokking
+
+    monkeypatch.setenv("CIRCUITS_CACHE", str(tmp_path))
+    jobs = _scratch_jobs()
+    part = semigrokking.entry(jobs[0]).parent
+    part.mkdir(parents=True)
+    (part / "checkpoint.pt").write_bytes(b"resumes on its own")
+    busy = semigrokking.entry(jobs[1]).parent
+    ready, release = mp.get_context("spawn").Event(), mp.get_context("spawn").Event()
+    holder = mp.get_context("spawn").Process(target=_hold_lock, args=(str(busy / ".lock"), ready, release))
+    holder.start()
+    try:
+        assert ready.wait(30)
+        assert prestack([(j.cfg, j.seed, *semigrokking.stop_rule(j.cfg)) for j in jobs]) == 2
+    finally:
+        release.set()
+        holder.join(30)
+    assert [semigrokking.entry(j).exists() for j in jobs] == [False, False, True, True]
+
+
+def _hold_lock(path, ready, release):
+    from circuits.store import locked
+
+    with locked(path):
+        ready.set()
+        release.wait(30)
