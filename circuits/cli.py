@@ -87,13 +87,12 @@ def run(protocol: str = typer.Argument(..., help="a protocol name (see `circuits
         raise CircuitsError(f"--executor must be local or slurm, got {executor!r}")
     validate_run(cfg, proto)                         # all of it before a run directory is chosen or made
     if plan_only:
-        if swept:
-            raise CircuitsError("--plan covers one run, not a sweep: give the point's fields with --set instead")
-        typer.echo(first_line(cfg))
+        typer.echo(sweep_line(cfg, out, workers, executor) if swept else first_line(cfg))
         return
     run_dir = checked_run_dir(cfg, out, fresh)
     with naming(run_dir):
         if swept:
+            typer.echo(sweep_line(cfg, run_dir, workers, executor))
             opts = sweep.SlurmOptions(partition=partition, time_min=time_min, cpus=cpus, gpus=gpus)
             path = sweep.run_sweep(cfg, run_dir, workers=workers, executor=executor, slurm=opts, stacked=stacked)
             typer.echo(f"sweep table: {path}")
@@ -166,6 +165,22 @@ def first_line(cfg) -> str:
     """What a run is about to train and at most how long it takes here (circuits.estimate)."""
     from circuits import estimate
     return plan(cfg) + estimate.said(estimate.upper_bound(cfg, registry.get(cfg.protocol).module))
+
+
+def sweep_line(cfg, out, workers: Optional[int], executor: str) -> str:
+    """A sweep's first line: the base run, the axes, how many points (and how many not finished) and,
+    run here, at most how long the unfinished ones take (circuits.estimate.sweep_bound)."""
+    from circuits import api, estimate, sweep
+    axes = sweep.axes_of(cfg)
+    pts = sweep.grid(cfg, axes, Path(out) if out else api.default_out(cfg))
+    todo = [pt.cfg for pt in pts if not api.is_done(pt.cfg, pt.run_dir)]
+    line = (f"sweep of {plan(cfg)}; over {', '.join(f'{k} {v}' for k, v in axes.items())}: {len(pts)} points, "
+            f"{len(todo)} to run")
+    if executor != "local":
+        return line + " (as a Slurm job array)"
+    n = workers or os.cpu_count() or 1
+    bound = estimate.sweep_bound(todo, registry.get(cfg.protocol).module, n) if todo else 0.0
+    return line + f" on {n} worker{'s' * (n != 1)}" + estimate.said(bound)
 
 
 def _run_and_report(cfg, run_dir) -> dict:

@@ -54,19 +54,48 @@ def upper_bound(cfg: Config, module) -> float | None:
     """Seconds for every planned step at its cap, over the workers (0: nothing left to train); None
     for a protocol that does not say its budget (no `budget(cfg)`): no number rather than a wrong one."""
     plan = module.budget(cfg) if hasattr(module, "budget") else None
-    if plan is None:
+    return None if plan is None else plan_seconds(cfg, plan)
+
+
+def sweep_bound(cfgs: list[Config], module, workers: int) -> float | None:
+    """Seconds for a sweep's unfinished points (cfgs) at their caps: each point runs in one of
+    `workers` processes, its own runs one after another there (circuits.parallel: no pool inside a
+    pool) on cores // workers torch threads; the points spread over the workers. None as upper_bound."""
+    if not hasattr(module, "budget"):
         return None
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    return sum(plan_seconds(c, module.budget(c), threads) for c in cfgs) / max(1, workers)
+
+
+def plan_seconds(cfg: Config, plan: list[tuple[int, int, int]], threads: int | None = None) -> float:
+    """Seconds for plan's steps: the step time measured for each worker count on the threads such a
+    worker gets (with `threads`: the whole plan in one process on that many), interpolated linearly
+    in the batch between the plan's smallest and largest, the runs of each count spread over it."""
     if not plan:
         return 0.0                                  # everything it needs is in the cache
+    if threads is not None:
+        plan = [(n, steps, 1) for n, steps, _ in plan]
     sizes = sorted({n for n, _, _ in plan})
     lo, hi = sizes[0], sizes[-1]
     per = {}                                        # workers -> seconds per step as a function of n
     for workers in {w for _, _, w in plan}:
-        threads = cfg.train.threads if workers <= 1 else max(1, (os.cpu_count() or 1) // workers)
-        t_lo = step_seconds(cfg, lo, threads)
-        t_hi = step_seconds(cfg, hi, threads) if hi != lo else t_lo
+        t = threads or (cfg.train.threads if workers <= 1 else max(1, (os.cpu_count() or 1) // workers))
+        t_lo = measured(cfg, lo, t)
+        t_hi = measured(cfg, hi, t) if hi != lo else t_lo
         per[workers] = (lambda n, a=t_lo, b=t_hi: a + (b - a) * (n - lo) / (hi - lo) if hi != lo else a)
     return sum(per[workers](n) * steps / max(1, workers) for n, steps, workers in plan)
+
+
+_MEASURED: dict = {}
+
+
+def measured(cfg: Config, n: int, threads: int | None) -> float:
+    """step_seconds, measured once per step shape in a process (a sweep's points mostly share one)."""
+    t = cfg.task
+    key = (repr(cfg.model), t.op, t.p, t.k, t.layout, cfg.optim.name, cfg.train.loss_dtype, n, threads)
+    if key not in _MEASURED:
+        _MEASURED[key] = step_seconds(cfg, n, threads)
+    return _MEASURED[key]
 
 
 def said(seconds: float | None) -> str:

@@ -55,6 +55,11 @@ def parse_axes(items: list[str]) -> dict[str, list]:
     return axes
 
 
+def axes_of(cfg: Config) -> dict[str, list]:
+    """cfg.sweep with every value a list (a preset may give one value for an axis)."""
+    return {k: list(v) if isinstance(v, (list, tuple)) else [v] for k, v in cfg.sweep.items()}
+
+
 def grid(cfg: Config, axes: dict[str, list], out: Path) -> list[Point]:
     """Every combination of the axes' values, times every seed of cfg, as points under out/points/."""
     for key, values in axes.items():
@@ -195,7 +200,7 @@ def run_sweep(cfg: Config, out, *, workers: int | None = None, executor: str = "
     """Run the grid cfg.sweep x cfg.seeds (skipping finished points) and write out/sweep.csv."""
     out = Path(out)
     with run_lock(out):                         # a second sweep (or --fresh) on out is refused
-        axes = {k: list(v) if isinstance(v, (list, tuple)) else [v] for k, v in cfg.sweep.items()}
+        axes = axes_of(cfg)
         pts = grid(cfg, axes, out)
         if out.exists():
             remove_stale_temps(out)                # a killed run's half-written files: never results

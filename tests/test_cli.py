@@ -193,7 +193,7 @@ def test_the_first_line_says_what_will_train_and_bounds_the_time(tmp_path, capsy
 
 def test_plan_prints_the_first_line_and_trains_and_writes_nothing(tmp_path, capsys, monkeypatch):
     """`--plan` says what a run would train and its time bound, then stops: exit 0, no run directory,
-    nothing in the cache; the same line a real run starts with. A sweep is refused in one line."""
+    nothing in the cache; the same line a real run starts with."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("CIRCUITS_CACHE", str(tmp_path / "cache"))
     args = ["run", "grokking", "--arch", "mlp", "--p", "11", "--set", "train.steps=20"]
@@ -211,7 +211,24 @@ def test_plan_prints_the_first_line_and_trains_and_writes_nothing(tmp_path, caps
         cli_module.main(["dcrit", "--preset", "quick", "--method", "ungrokking", "--plan", "--out", "d"])
     assert e.value.code == 0 and capsys.readouterr().out.startswith("dcrit (quick preset)")
     assert not (tmp_path / "d").exists()
+
+
+def test_a_sweep_says_its_points_and_time_bound_first_and_plan_stops_there(tmp_path, capsys, monkeypatch):
+    """`run --sweep` starts with one line: the axes, how many points, how many left and at most how
+    long they take here; `--plan` prints only it (no run directory); a finished sweep has nothing left."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CIRCUITS_CACHE", str(tmp_path / "cache"))
+    args = ["run", "grokking", "--arch", "mlp", "--p", "11", "--set", "train.steps=20", "--set", "seeds=[0]",
+            "--sweep", "task.frac=0.3,0.5", "--workers", "1", "--out", "s"]
     with pytest.raises(SystemExit) as e:
-        cli_module.main([*args, "--plan", "--sweep", "task.frac=0.3,0.5"])
-    err = capsys.readouterr().err
-    assert e.value.code == 2 and err.count("\n") == 1 and "--plan covers one run" in err
+        cli_module.main([*args, "--plan"])
+    planned = capsys.readouterr().out.splitlines()
+    assert e.value.code == 0 and len(planned) == 1 and not list(tmp_path.iterdir())
+    assert planned[0].startswith("sweep of grokking (quick preset): MLP") and "over task.frac [0.3, 0.5]: 2 points, " \
+        "2 to run on 1 worker; at most ~" in planned[0]
+    with pytest.raises(SystemExit):
+        cli_module.main(args)
+    assert capsys.readouterr().out.splitlines()[0].split("; at most")[0] == planned[0].split("; at most")[0]
+    with pytest.raises(SystemExit) as e:
+        cli_module.main([*args, "--plan"])
+    assert e.value.code == 0 and "2 points, 0 to run on 1 worker; nothing left to train" in capsys.readouterr().out
