@@ -150,8 +150,9 @@ def plan(cfg) -> str:
     """The first line of a run: which model, p, split, seeds and protocol sizes it is about to train."""
     from circuits.config import describe
     shape = describe(cfg.model)
-    keys = ("sizes", "mem_sizes", "gen_sizes", "subset_seeds", "coarse_seeds", "weight_decays", "method")
-    pick = lambda d: ", ".join(f"{k} {v}" for k, v in d.items() if k in keys and (v or k != "coarse_seeds"))  # noqa: E731
+    keys = ("sizes", "mem_sizes", "gen_sizes", "seeds", "grok_seeds", "subset_seeds", "coarse_seeds", "weight_decays",
+            "method")
+    pick = lambda d: ", ".join(f"{k} {v}" for k, v in d.items() if k in keys and (v or k not in ("coarse_seeds", "seeds")))  # noqa: E731
     method = cfg.params.get("method", "all")                  # dcrit: only the methods it will run
     parts = [pick(cfg.params)] + [f"{m}: {pick(cfg.params[m])}" for m in ("sweep", "ungrokking", "efficiency")
                                   if isinstance(cfg.params.get(m), dict) and pick(cfg.params[m])

@@ -63,39 +63,38 @@ def sweep_bound(cfgs: list[Config], module, workers: int) -> float | None:
     pool) on cores // workers torch threads; the points spread over the workers. None as upper_bound."""
     if not hasattr(module, "budget"):
         return None
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    return sum(plan_seconds(c, module.budget(c), threads) for c in cfgs) / max(1, workers)
+    threads, memo = max(1, (os.cpu_count() or 1) // workers), {}        # the points mostly share a step shape
+    return sum(plan_seconds(c, module.budget(c), threads, memo) for c in cfgs) / max(1, workers)
 
 
-def plan_seconds(cfg: Config, plan: list[tuple[int, int, int]], threads: int | None = None) -> float:
+def plan_seconds(cfg: Config, plan: list[tuple[int, int, int]], threads: int | None = None,
+                 memo: dict | None = None) -> float:
     """Seconds for plan's steps: the step time measured for each worker count on the threads such a
     worker gets (with `threads`: the whole plan in one process on that many), interpolated linearly
-    in the batch between the plan's smallest and largest, the runs of each count spread over it."""
+    in the batch between the plan's smallest and largest, the runs of each count spread over it.
+    memo keeps the step times measured (`measured`) for the next call."""
     if not plan:
         return 0.0                                  # everything it needs is in the cache
     if threads is not None:
         plan = [(n, steps, 1) for n, steps, _ in plan]
     sizes = sorted({n for n, _, _ in plan})
     lo, hi = sizes[0], sizes[-1]
-    per = {}                                        # workers -> seconds per step as a function of n
+    per, memo = {}, {} if memo is None else memo    # workers -> seconds per step as a function of n
     for workers in {w for _, _, w in plan}:
         t = threads or (cfg.train.threads if workers <= 1 else max(1, (os.cpu_count() or 1) // workers))
-        t_lo = measured(cfg, lo, t)
-        t_hi = measured(cfg, hi, t) if hi != lo else t_lo
+        t_lo = measured(cfg, lo, t, memo)
+        t_hi = measured(cfg, hi, t, memo) if hi != lo else t_lo
         per[workers] = (lambda n, a=t_lo, b=t_hi: a + (b - a) * (n - lo) / (hi - lo) if hi != lo else a)
     return sum(per[workers](n) * steps / max(1, workers) for n, steps, workers in plan)
 
 
-_MEASURED: dict = {}
-
-
-def measured(cfg: Config, n: int, threads: int | None) -> float:
-    """step_seconds, measured once per step shape in a process (a sweep's points mostly share one)."""
+def measured(cfg: Config, n: int, threads: int | None, memo: dict) -> float:
+    """step_seconds, measured once per step shape (model, task shape, optimiser, batch, threads) in memo."""
     t = cfg.task
     key = (repr(cfg.model), t.op, t.p, t.k, t.layout, cfg.optim.name, cfg.train.loss_dtype, n, threads)
-    if key not in _MEASURED:
-        _MEASURED[key] = step_seconds(cfg, n, threads)
-    return _MEASURED[key]
+    if key not in memo:
+        memo[key] = step_seconds(cfg, n, threads)
+    return memo[key]
 
 
 def said(seconds: float | None) -> str:

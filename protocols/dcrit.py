@@ -1,8 +1,9 @@
 """D_crit: the training-set size at which C_mem and C_gen are equally efficient, estimated by three
 independent methods side by side (Varma et al. 2023, Sec. 4-5).
 
-  sweep       from scratch at sizes D x seeds for a fixed budget (params.sweep: sizes, steps); a
-              logistic fit of final test accuracy against ln D; D_crit is its midpoint;
+  sweep       from scratch at sizes D x seeds for a fixed budget (params.sweep: sizes, steps; its
+              seeds, default all seeds: runs from scratch cost the most); a logistic fit of final
+              test accuracy against ln D; D_crit is its midpoint;
   ungrokking  a grokked network trained on nested subsets of sizes D' (protocols/ungrokking.py,
               params.ungrokking; its grok_seeds pick the grokked networks, default all seeds; the
               seeds of its fit are (network, subset) pairs); the same fit;
@@ -48,7 +49,7 @@ from circuits.errors import CircuitsError
 from circuits.experiment import LIVE, begin, finish
 from circuits.fit import Estimate, agree, below, fit_transition, inside, intervals_overlap, ratio, sensitivity, status
 from circuits.tasks import n_inputs, sizes_from
-from circuits.validate import check_at_least, check_sizes
+from circuits.validate import check_at_least, check_seed_list, check_sizes
 from protocols import efficiency, semigrokking, ungrokking
 
 NAME = "dcrit"
@@ -57,13 +58,14 @@ CLAIM = ("D_crit, where C_mem and C_gen are equally efficient: ungrokking < effi
 METHODS = ("sweep", "ungrokking", "efficiency")
 DEFAULTS = {"method": "all", "weight_decays": None, "workers": None,
             "sweep": {"sizes": [0.2, 0.25, 0.3, 0.35, 0.4, 0.5], "steps": 4000, "eval_every": 50, "n_boot": 200,
-                      "stack": None},
+                      "stack": None, "seeds": None},
             "ungrokking": {}, "efficiency": {}}
 PARAMS_DOC = {
     "method": "sweep | ungrokking | efficiency | all",
     "weight_decays": "weight decays to estimate at (None: the config's; --wd)",
     "workers": "worker processes (None: one per core)",
-    "sweep": "the from-scratch sweep: {sizes, steps, eval_every, n_boot, stack (None: stacked on CUDA)}",
+    "sweep": "the from-scratch sweep: {sizes, steps, eval_every, n_boot, stack (None: stacked on CUDA), "
+             "seeds (None: the config's)}",
     "ungrokking": "the ungrokking protocol's params for its estimate (grok_seeds: the grokked networks)",
     "efficiency": "the efficiency protocol's params for its crossing",
 }
@@ -113,7 +115,7 @@ def from_fit(fit, n_all: int, **extra) -> dict:
 def sweep_jobs(cfg: Config, p: dict, wd: float) -> list:
     """The from-scratch runs of the sweep method at one weight decay (semigrokking's jobs)."""
     sp = {**DEFAULTS["sweep"], **p["sweep"]}
-    sub = replace(cfg, protocol="semigrokking", params={}, criteria={},
+    sub = replace(cfg, protocol="semigrokking", params={}, criteria={}, seeds=list(sp["seeds"] or cfg.seeds),
                   optim=replace(cfg.optim, weight_decay=wd),
                   train=replace(cfg.train, steps=scaled(sp["steps"], cfg, wd), eval_every=sp["eval_every"]))
     return semigrokking.scratch_jobs(sub, sizes_from(sp["sizes"], n_inputs(cfg.task)))
@@ -145,6 +147,8 @@ def validate(cfg: Config) -> None:
         for key in ("steps", "eval_every", "n_boot"):
             check_at_least(sp[key], f"params.sweep.{key}", 1)
         semigrokking.check_stack(sp["stack"], "params.sweep.stack")
+        if sp["seeds"] is not None:
+            check_seed_list(sp["seeds"], "params.sweep.seeds")
     subs = {"ungrokking": lambda: ungrokking.validate(ungrokking_config(cfg, p, wds)),
             "efficiency": lambda: efficiency.validate(efficiency_config(cfg, p, wds[0]))}
     for method in [m for m in methods if m in subs]:

@@ -179,7 +179,7 @@ def test_the_first_line_says_what_will_train_and_bounds_the_time(tmp_path, capsy
     cache.entry_path(j.cfg, j.seed, j.stop_name).touch()
     assert len(efficiency.budget(eff)) == n - 1
     dcrit = api.resolve("dcrit", "quick")                                       # all three methods
-    assert "ungrokking: sizes [0.1, 0.15, 0.21, 0.28, 0.4]" in cli_module.plan(dcrit)
+    assert "ungrokking: grok_seeds [0], sizes [0.1, 0.15, 0.21, 0.28, 0.4]" in cli_module.plan(dcrit)
     sweep_only = cli_module.plan(api.resolve("dcrit", "quick", overrides=["params.method=sweep"]))
     assert "sweep: sizes" in sweep_only and "ungrokking:" not in sweep_only and "efficiency:" not in sweep_only
     assert "coarse_seeds" not in cli_module.plan(api.resolve("ungrokking", "quick"))   # off: not said

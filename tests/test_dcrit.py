@@ -124,6 +124,23 @@ def test_weight_decays_and_methods_are_checked():
         dcrit.methods_of({"method": "guess"})
 
 
+def test_the_sweep_runs_its_own_seeds_and_the_other_methods_keep_the_configs():
+    """params.sweep.seeds: runs from scratch cost the most, so a dcrit of 5 efficiency seeds can
+    keep the sweep to fewer (None: the config's seeds, as before)."""
+    from circuits.validate import validate_run
+
+    cfg = api.resolve("dcrit", "paper", overrides=["params.sweep.seeds=[0]"])
+    p = protocol_fields(cfg.params, dcrit.DEFAULTS, "params")
+    assert cfg.seeds == [0, 1, 2, 3, 4]
+    assert {j.seed for j in dcrit.sweep_jobs(cfg, p, 1.0)} == {0}
+    assert {j.seed for j in efficiency.jobs_for(dcrit.efficiency_config(cfg, p, 1.0))} == {0, 1, 2, 3, 4}
+    full = api.resolve("dcrit", "paper")
+    assert {j.seed for j in dcrit.sweep_jobs(full, protocol_fields(full.params, dcrit.DEFAULTS, "params"), 1.0)} \
+        == {0, 1, 2, 3, 4}
+    with pytest.raises(CircuitsError, match="params.sweep.seeds must not repeat"):
+        validate_run(api.resolve("dcrit", "paper", overrides=["params.sweep.seeds=[1,1]"]))
+
+
 TINY = ["model.d_model=16", "model.d_mlp=32", "task.p=13", "seeds=[0,1]"]
 
 
