@@ -147,10 +147,10 @@ def prestack(runs: list[tuple[Config, int, Callable | None, str]], bar: Bar | No
 
     groups: dict = {}
     for cfg, seed, stop, name in runs:
-        folder = entry_path(cfg, seed, name).parent
-        key = stack.stack_key(cfg)
-        if key is not None and not (folder / "model.pt").exists() and not (folder / "checkpoint.pt").exists():
-            groups.setdefault(key, []).append((cfg, seed, stop, name, folder))
+        key = cache_key(cfg, seed, name)
+        folder, shape = cache_dir() / key, stack.stack_key(cfg)
+        if shape is not None and not (folder / "model.pt").exists() and not (folder / "checkpoint.pt").exists():
+            groups.setdefault(shape, []).append((cfg, seed, stop, name, folder, key))
     done, total = 0, sum(map(len, groups.values()))
     for members in groups.values():
         for i in range(0, len(members), max_members):
@@ -164,8 +164,8 @@ def prestack(runs: list[tuple[Config, int, Callable | None, str]], bar: Bar | No
                     built = [build(cfg, seed, device) for cfg, seed, *_ in chunk]
                     results = stack.train_stacked([m for m, _ in built], [d for _, d in built], [m[0] for m in chunk],
                                                   [m[2] for m in chunk], device)
-                for (cfg, seed, _, name, folder), (model, _), result in zip(chunk, built, results):
-                    _write_entry(cfg, seed, name, cache_key(cfg, seed, name), model, result, folder)
+                for (cfg, seed, _, name, folder, key), (model, _), result in zip(chunk, built, results):
+                    _write_entry(cfg, seed, name, key, model, result, folder)
                 done += len(chunk)
             if bar is not None:
                 bar(done, total)

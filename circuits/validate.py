@@ -147,6 +147,11 @@ def check_sizes(xs, path: str, n_all: int, most: int | None = None, most_what: s
                              + (f" ({most_what})" if most_what else ""))
 
 
+def check_optional_bool(value, path: str) -> None:
+    """true, false or null (null: the protocol decides, e.g. stacking on CUDA only)."""
+    need(value is None or isinstance(value, bool), f"bad value for {path}: {value!r} (expected true, false or null)")
+
+
 def check_seed_list(xs, path: str) -> None:
     """A non-empty list of distinct integer seeds >= 0."""
     need(isinstance(xs, (list, tuple)) and len(xs) > 0 and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0

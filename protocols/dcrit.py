@@ -49,7 +49,7 @@ from circuits.errors import CircuitsError
 from circuits.experiment import LIVE, begin, finish
 from circuits.fit import Estimate, agree, below, fit_transition, inside, intervals_overlap, ratio, sensitivity, status
 from circuits.tasks import n_inputs, sizes_from
-from circuits.validate import check_at_least, check_seed_list, check_sizes
+from circuits.validate import check_at_least, check_optional_bool, check_seed_list, check_sizes
 from protocols import efficiency, semigrokking, ungrokking
 
 NAME = "dcrit"
@@ -146,7 +146,7 @@ def validate(cfg: Config) -> None:
         check_sizes(sp["sizes"], "params.sweep.sizes", n_all, n_all - 1, f"all {n_all} inputs less one: a run keeps a test split")
         for key in ("steps", "eval_every", "n_boot"):
             check_at_least(sp[key], f"params.sweep.{key}", 1)
-        semigrokking.check_stack(sp["stack"], "params.sweep.stack")
+        check_optional_bool(sp["stack"], "params.sweep.stack")
         if sp["seeds"] is not None:
             check_seed_list(sp["seeds"], "params.sweep.seeds")
     subs = {"ungrokking": lambda: ungrokking.validate(ungrokking_config(cfg, p, wds)),

@@ -36,7 +36,7 @@ from circuits.progress import Bar
 from circuits.store import read_json
 from circuits.tasks import frac_for, n_inputs, sizes_from
 from circuits.train import resolve_device
-from circuits.validate import check_at_least, check_sizes, need
+from circuits.validate import check_at_least, check_optional_bool, check_sizes
 from protocols.grokking import sensitivity
 
 NAME = "semigrokking"
@@ -97,11 +97,7 @@ def validate(cfg: Config) -> None:
     check_at_least(p["multipliers"], "params.multipliers", 0, strict=True)
     if p["D_crit"] is not None:
         check_at_least(p["D_crit"], "params.D_crit", 0, strict=True)
-    check_stack(p["stack"], "params.stack")
-
-
-def check_stack(value, path: str) -> None:
-    need(value is None or isinstance(value, bool), f"bad value for {path}: {value!r} (expected true, false or null)")
+    check_optional_bool(p["stack"], "params.stack")
 
 
 def sizes_for(cfg: Config, p: dict) -> tuple[list[int], float | None, str]:
