@@ -9,6 +9,11 @@ reading: a mismatch is a miss. Training into the cache checkpoints as it goes, s
 resumes; the finished entry is written atomically and is never half-read; a truncated one is
 trained again. While an entry trains its lock is held: a second process asking for it waits,
 then reads the first one's result instead of training it again.
+
+Across step caps (train.steps): each run's caps are listed in an index (caps/), and a run asked
+for under a new cap is read from the same run under another where that decides it (`other_caps`):
+one that stopped by its rule within the new cap is the same run; one that hit a smaller cap keeps
+its final state (final.pt) and continues from there. Either gives what an unbroken run gives.
 """
 from __future__ import annotations
 
@@ -28,20 +33,26 @@ from circuits.config import Config, to_dict
 from circuits.errors import CircuitsError
 from circuits.experiment import Trained, build, torch_threads
 from circuits.progress import Bar
-from circuits.store import CorruptFile, cache_dir, config_hash, load_torch, locked, save_torch, write_json
-from circuits.train import Result, resolve_device, train
+from circuits.store import CorruptFile, cache_dir, config_hash, load_torch, locked, read_json, save_torch, write_json
+from circuits.train import Phase, Result, checkpoint_fingerprint, resolve_device, train
 
 CACHE_FORMAT = 2                 # bump when what an entry holds, or how it is keyed, changes
 PACKAGE = Path(__file__).resolve().parent
 CODE_FILES = ("train.py", "tasks.py", "metrics.py", "models/*.py")
+FINAL = "final.pt"               # a run that hit its cap keeps its last checkpoint here, to be continued
 
 
-def cache_key(cfg: Config, seed: int, stop_name: str) -> str:
+def key_fields(cfg: Config, seed: int, stop_name: str) -> dict:
+    """Everything that decides a cached network's weights (its cache key is their hash)."""
     d = to_dict(cfg)
     train_cfg = {k: v for k, v in d["train"].items() if k not in ("device", "threads", "checkpoint_every")}
     model = {k: v for k, v in d["model"].items() if not (k == "dtype" and v == "float32")}  # the default: as before
-    return config_hash({"task": d["task"], "model": model, "optim": d["optim"], "train": train_cfg,
-                        "seed": seed, "stop": stop_name, "format": CACHE_FORMAT, "code": code_fingerprint()})
+    return {"task": d["task"], "model": model, "optim": d["optim"], "train": train_cfg,
+            "seed": seed, "stop": stop_name, "format": CACHE_FORMAT, "code": code_fingerprint()}
+
+
+def cache_key(cfg: Config, seed: int, stop_name: str) -> str:
+    return config_hash(key_fields(cfg, seed, stop_name))
 
 
 @functools.lru_cache(maxsize=1)
@@ -107,12 +118,14 @@ def trained(cfg: Config, seed: int, stop=None, stop_name: str = "budget", label:
         path = entry_path(cfg, seed, stop_name)
         folder = path.parent
         result = read_entry(path, model)
-        if result is not None:
-            return Trained(seed, model, data, result), path
-        with locked(folder / ".lock", waiting=f"cache entry {folder} is being trained by {{holder}}; waiting for it"):
-            result = read_entry(path, model)        # trained by the process we waited for
-            if result is None:
-                result = _train_into(cfg, seed, stop, stop_name, key, model, data, folder, label, quiet, live)
+        if result is None:
+            with locked(folder / ".lock", waiting=f"cache entry {folder} is being trained by {{holder}}; waiting for it"):
+                result = read_entry(path, model)        # trained by the process we waited for
+                if result is None:
+                    result = from_other_cap(cfg, seed, stop_name, key, model, data, folder)
+                if result is None:
+                    result = _train_into(cfg, seed, stop, stop_name, key, model, data, folder, label, quiet, live)
+        note_cap(cfg, seed, stop_name)
     return Trained(seed, model, data, result), path
 
 
@@ -132,15 +145,120 @@ def _write_entry(cfg: Config, seed: int, stop_name: str, key: str, model, result
     save_torch(folder / "model.pt", {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                                      "result": dataclasses.asdict(result), "format": CACHE_FORMAT,
                                      "code": code_fingerprint(), "key": key})
-    (folder / "checkpoint.pt").unlink(missing_ok=True)
+    ck = folder / "checkpoint.pt"
+    if ck.exists() and result.status == "done" and result.step == cfg.train.steps:
+        ck.replace(folder / FINAL)          # it hit its cap: a larger cap continues from here (from_other_cap)
+    else:
+        ck.unlink(missing_ok=True)
+
+
+def caps_index(cfg: Config, seed: int, stop_name: str) -> Path:
+    """The JSON list of the step caps (train.steps) under which this run, all else equal, has
+    finished in this cache."""
+    fields = key_fields(cfg, seed, stop_name)
+    fields["train"] = {k: v for k, v in fields["train"].items() if k != "steps"}
+    return cache_dir() / "caps" / f"{config_hash(fields)}.json"
+
+
+def known_caps(cfg: Config, seed: int, stop_name: str) -> list[int]:
+    try:
+        return [int(c) for c in read_json(caps_index(cfg, seed, stop_name))]
+    except (OSError, ValueError, TypeError):
+        return []                          # no index yet, or unreadable: no other cap is known
+
+
+def note_cap(cfg: Config, seed: int, stop_name: str) -> None:
+    """Add cfg's cap to the run's caps index (a lost concurrent update, or a read-only cache, only
+    costs reuse across caps)."""
+    caps = known_caps(cfg, seed, stop_name)
+    if cfg.train.steps not in caps:
+        with contextlib.suppress(OSError):
+            write_json(caps_index(cfg, seed, stop_name), sorted({*caps, cfg.train.steps}))
+
+
+def from_other_cap(cfg: Config, seed: int, stop_name: str, key: str, model, data, folder: Path) -> Result | None:
+    """This run from the same run under another step cap, where that decides it (`other_caps`): a
+    run that stopped by its rule within this cap is this run whole, written under this key too and
+    returned. Else the final state of a run that hit a smaller cap becomes this run's checkpoint, so
+    training continues from that cap instead of step 0; None: train."""
+    whole, start = other_caps(cfg, seed, stop_name)
+    if whole is not None:
+        result = Result(**whole["result"])
+        model.load_state_dict(whole["model"])
+        _write_entry(cfg, seed, stop_name, key, model, result, folder)
+        return result
+    if start is not None and not (folder / "checkpoint.pt").exists():
+        _continue_from(start, cfg, seed, stop_name, key, model, data, folder)
+    return None
+
+
+def other_caps(cfg: Config, seed: int, stop_name: str) -> tuple[dict | None, Config | None]:
+    """What the same run under the other caps of its index decides of this one: (the entry of one
+    that is this run whole, the config of the largest smaller cap to continue from); None where
+    there is none. Training never reads its cap and the stop rule sees the same rows in the same
+    order, so a run that stopped by its rule (or diverged) at an evaluation this cap also reaches
+    is this run whole, and one that hit a smaller cap at an evaluation step, its final state
+    (FINAL: weights, optimiser, generators) kept, is this run up to that cap."""
+    steps, every = cfg.train.steps, cfg.train.eval_every
+    start = None
+    for cap in sorted(known_caps(cfg, seed, stop_name)):
+        other = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=cap))
+        path = entry_path(other, seed, stop_name)
+        entry = _entry(path) if cap != steps else None
+        if entry is None:
+            continue
+        result = Result(**entry["result"])
+        if result.status in ("stopped", "diverged") and result.step <= steps and result.step % every == 0:
+            return entry, None
+        if result.status == "done" and result.step == cap < steps and cap % every == 0 and (path.parent / FINAL).exists():
+            start = other
+    return None, start
+
+
+def steps_left(cfg: Config, seed: int, stop_name: str) -> int:
+    """The steps this run still has to train at most (for a time bound): none when it is in the
+    cache or another cap decides it, the rest after the cap it continues from, else its cap."""
+    if entry_path(cfg, seed, stop_name).exists():
+        return 0
+    whole, start = other_caps(cfg, seed, stop_name)
+    return 0 if whole is not None else cfg.train.steps - (start.train.steps if start is not None else 0)
+
+
+def _entry(path: Path) -> dict | None:
+    """The raw cache entry at path if it is one of this format and code (else None)."""
+    try:
+        entry = load_torch(path)
+    except (OSError, CircuitsError):
+        return None
+    ok = isinstance(entry, dict) and entry.get("format") == CACHE_FORMAT and entry.get("code") == code_fingerprint()
+    return entry if ok and "result" in entry and "model" in entry else None
+
+
+def _continue_from(other: Config, cfg: Config, seed: int, stop_name: str, key: str, model, data, folder: Path) -> None:
+    """Write, as this run's checkpoint, the final state of the same run under the smaller cap of
+    `other`, if that file is whole and is that run's (its fingerprint)."""
+    cap, src = other.train.steps, entry_path(other, seed, stop_name).parent / FINAL
+    fp = functools.partial(checkpoint_fingerprint, model, data, cfg.optim, seed=seed)
+    try:
+        ck = load_torch(src)
+    except (OSError, CircuitsError):
+        return
+    if not isinstance(ck, dict) or ck.get("fingerprint") != fp(other.train, [Phase(cap)], extra={"cache": src.parent.name}):
+        return
+    ck["pos"] = {**ck["pos"], "phase": 0, "phase_step": cap}
+    ck["fingerprint"] = fp(cfg.train, [Phase(cfg.train.steps)], extra={"cache": key})
+    save_torch(folder / "checkpoint.pt", ck)
+    print(f"circuits: continuing {src.parent.name} from its {cap}-step cap to {cfg.train.steps} steps",
+          file=sys.stderr, flush=True)
 
 
 def prestack(runs: list[tuple[Config, int, Callable | None, str]], bar: Bar | None = None,
              max_members: int = 64) -> int:
     """Train the runs (cfg, seed, stop, stop_name) that can share a stacked model (circuits.stack:
     the GPU lever) as stacked groups, straight into their cache entries; `trained` then reads them
-    back. A run already in the cache, part-trained (its checkpoint resumes on its own) or being
-    trained by another process is left out, as is one stack_key refuses. Each entry's lock is
+    back. A run already in the cache, part-trained (its checkpoint resumes on its own), decided or
+    continued from another step cap (`other_caps`) or being trained by another process is left out,
+    as is one stack_key refuses. Each entry's lock is
     held while its group trains; a killed group leaves the earlier groups' entries whole.
     Returns how many runs it trained."""
     from circuits import stack
@@ -149,7 +267,8 @@ def prestack(runs: list[tuple[Config, int, Callable | None, str]], bar: Bar | No
     for cfg, seed, stop, name in runs:
         key = cache_key(cfg, seed, name)
         folder, shape = cache_dir() / key, stack.stack_key(cfg)
-        if shape is not None and not (folder / "model.pt").exists() and not (folder / "checkpoint.pt").exists():
+        if shape is not None and not (folder / "model.pt").exists() and not (folder / "checkpoint.pt").exists() \
+                and other_caps(cfg, seed, name) == (None, None):            # else read or continued by `trained`
             groups.setdefault(shape, []).append((cfg, seed, stop, name, folder, key))
     done, total = 0, sum(map(len, groups.values()))
     for members in groups.values():

@@ -1,9 +1,11 @@
 """Keep a long run's work across sessions (a machine whose cache does not survive): copy from one
 trained-circuit cache to another folder the finished networks (`<key>/model.pt` with its
 config.json), the finished subset runs' records (`ungrok/<key>/history.json`) and the step caps
-each run finished under (`ungrok/caps/`, merged with the destination's); with
+each run finished under (`ungrok/caps/`, `caps/`: merged with the destination's); with
 `--unfinished`, also the checkpoints of runs still training (`checkpoint.pt`: weights, optimiser
-state and history, megabytes each), so a run cut off with its session resumes where it was.
+state and history, megabytes each), so a run cut off with its session resumes where it was, and
+the final states of networks that hit their step cap (`<key>/final.pt`, as big), from which a
+larger cap continues (circuits/cache.py from_other_cap).
 
     python figures/keep_runs.py /work/p113/cache figures/kept/p113      # keep (then commit)
     python figures/keep_runs.py --unfinished --prune /work/p113/cache figures/kept/p113   # at a session's end
@@ -27,7 +29,8 @@ from pathlib import Path
 
 KEEP = ("*/model.pt", "*/config.json", "ungrok/*/history.json")
 CHECKPOINTS = ("*/checkpoint.pt", "ungrok/*/checkpoint.pt")
-CAPS = "ungrok/caps/*.json"      # the step caps each subset run finished under (merged, never overwritten)
+CAPS = ("ungrok/caps/*.json", "caps/*.json")   # the caps each run finished under (merged, never overwritten)
+FINAL_STATES = "*/final.pt"      # a capped network's last state (with --unfinished; never pruned)
 
 
 def finished(run_dir: Path) -> bool:
@@ -70,13 +73,15 @@ def _merge_caps(f: Path, to: Path) -> bool:
 
 
 def keep(src: Path, dst: Path, unfinished: bool = False, prune: bool = False) -> list[Path]:
-    """Copy every KEEP file of src to the same place under dst; with unfinished, also the checkpoints
-    of runs unfinished in src and in dst; with prune, delete dst's checkpoints of runs finished in
+    """Copy every KEEP file of src to the same place under dst; with unfinished, also the final states
+    and the checkpoints of runs unfinished in src and in dst; with prune, delete dst's checkpoints of runs finished in
     dst. The files copied."""
     copied = [dst / f.relative_to(src) for pattern in KEEP for f in sorted(src.glob(pattern))
               if _copy(f, dst / f.relative_to(src))]
-    copied += [dst / f.relative_to(src) for f in sorted(src.glob(CAPS)) if _merge_caps(f, dst / f.relative_to(src))]
+    copied += [dst / f.relative_to(src) for pattern in CAPS for f in sorted(src.glob(pattern))
+               if _merge_caps(f, dst / f.relative_to(src))]
     if unfinished:
+        copied += [dst / f.relative_to(src) for f in sorted(src.glob(FINAL_STATES)) if _copy(f, dst / f.relative_to(src))]
         copied += [dst / f.relative_to(src) for pattern in CHECKPOINTS for f in sorted(src.glob(pattern))
                    if not finished(f.parent) and not finished(dst / f.parent.relative_to(src))
                    and _copy(f, dst / f.relative_to(src), newer_only=True)]

@@ -165,8 +165,8 @@ def budget(cfg: Config) -> list[tuple[int, int, int]]:
     workers = p["workers"] or os.cpu_count() or 1
     plan = []
     if "sweep" in methods:
-        plan += [(j.size, j.cfg.train.steps, workers) for wd in wds for j in sweep_jobs(cfg, p, wd)
-                 if not semigrokking.entry(j).exists()]
+        plan += [(j.size, left, workers) for wd in wds for j in sweep_jobs(cfg, p, wd)
+                 if (left := semigrokking.steps_to_train(j))]
     if "ungrokking" in methods:
         plan += ungrokking.budget(ungrokking_config(cfg, p, wds))
     if "efficiency" in methods:

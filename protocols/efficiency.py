@@ -44,7 +44,7 @@ from torch.func import functional_call
 from scipy.stats import spearmanr
 
 from circuits import plots
-from circuits.cache import entry_path, trained
+from circuits.cache import entry_path, steps_left, trained
 from circuits.config import Config, protocol_fields
 from circuits.detect import Verdict, claims_from, combine, settle_stop, settle_window, settled
 from circuits.fit import Estimate, below, inside, over_seeds, sensitivity, status
@@ -291,7 +291,8 @@ def per_size(rows: list[dict]) -> dict:
 def budget(cfg: Config) -> list[tuple[int, int, int]]:
     """Every circuit network not in the cache yet, at its step cap, for the run's time bound (circuits.estimate)."""
     workers = protocol_fields(cfg.params, DEFAULTS, "params")["workers"] or os.cpu_count() or 1
-    return [(j.size, j.cfg.train.steps, workers) for j in jobs_for(cfg) if not entry_path(j.cfg, j.seed, j.stop_name).exists()]
+    left = [(j.size, steps_left(j.cfg, j.seed, j.stop_name)) for j in jobs_for(cfg)]
+    return [(n, steps, workers) for n, steps in left if steps]
 
 
 def measure(cfg: Config, label: str = "efficiency", live_dir: Path | None = None) -> list[dict]:

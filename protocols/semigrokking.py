@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from circuits import plots
-from circuits.cache import entry_path, prestack, trained
+from circuits.cache import entry_path, prestack, steps_left, trained
 from circuits.config import Config, protocol_fields, to_dict
 from circuits.detect import Verdict, first_step, plateaus
 from circuits.experiment import LIVE, begin, finish, normalised, recorded_config
@@ -150,6 +150,11 @@ def entry(job: Job) -> Path:
     return entry_path(job.cfg, job.seed, stop_name(protocol_fields(job.cfg.criteria, CRITERIA, "criteria")))
 
 
+def steps_to_train(job: Job) -> int:
+    """The steps the run still has to train at most (circuits.cache.steps_left): for a time bound."""
+    return steps_left(job.cfg, job.seed, stop_name(protocol_fields(job.cfg.criteria, CRITERIA, "criteria")))
+
+
 def live_to(jobs: list[Job], live_dir: Path, prefix: str = "") -> list[Job]:
     """Each job appends its evaluation rows to live_dir/NAME.csv as they come (names as networks())."""
     for j in jobs:
@@ -173,7 +178,7 @@ def budget(cfg: Config) -> list[tuple[int, int, int]]:
     """Every run from scratch not finished yet, at its step cap, for the run's time bound (circuits.estimate)."""
     p = protocol_fields(cfg.params, DEFAULTS, "params")
     workers = p["workers"] or os.cpu_count() or 1
-    return [(j.size, j.cfg.train.steps, workers) for j in scratch_jobs(cfg, sizes_for(cfg, p)[0]) if not entry(j).exists()]
+    return [(j.size, left, workers) for j in scratch_jobs(cfg, sizes_for(cfg, p)[0]) if (left := steps_to_train(j))]
 
 
 def run_scratch(jobs: list[Job], workers: int | None, label: str, stack: bool | None = None) -> list[list[dict]]:

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from circuits import plots
-from circuits.cache import entry_path, trained
+from circuits.cache import entry_path, steps_left, trained
 from circuits.config import Config, protocol_fields, to_dict
 from circuits.detect import Verdict, claims_from, combine, first_step, held, settle_window, settled
 from circuits.experiment import LIVE, begin, finish
@@ -370,6 +370,6 @@ def budget(cfg: Config) -> list[tuple[int, int, int]]:
     workers = p["workers"] or os.cpu_count() or 1
     crit = protocol_fields(cfg.criteria, CRITERIA, "criteria")
     _, grok = grokked_rule(crit["pretrain_test_acc"])
-    plan = [(n_train, cfg.train.steps, 1) for seed in cfg.seeds if not entry_path(cfg, seed, grok).exists()]
+    plan = [(n_train, left, 1) for seed in cfg.seeds if (left := steps_left(cfg, seed, grok))]
     jobs = [j for seed in cfg.seeds for j in jobs_for(cfg, seed, entry_path(cfg, seed, grok), n_train)]
     return plan + [(j.size, j.steps, workers) for j in planned(jobs, p, crit) if recorded(j) is None]

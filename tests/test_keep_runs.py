@@ -48,12 +48,14 @@ def _write(root, files):
 def test_unfinished_checkpoints_are_kept_only_while_their_run_is_unfinished(tmp_path):
     src, dst = tmp_path / "cache", tmp_path / "kept"
     _write(src, {"net/checkpoint.pt": b"training", "done/model.pt": b"net", "done/checkpoint.pt": b"old",
+                 "capped/model.pt": b"net", "capped/final.pt": b"state at its cap",
                  "ungrok/k1/checkpoint.pt": b"at 500", "ungrok/k2/history.json": b"[1]",
                  "ungrok/k2/checkpoint.pt": b"final weights"})
     kr = _keep_runs()
     kr.keep(src, dst, unfinished=True)
     kept = sorted(str(p.relative_to(dst)) for p in dst.rglob("*") if p.is_file())
-    assert kept == ["done/model.pt", "net/checkpoint.pt", "ungrok/k1/checkpoint.pt", "ungrok/k2/history.json"]
+    assert kept == ["capped/final.pt", "capped/model.pt", "done/model.pt", "net/checkpoint.pt",
+                    "ungrok/k1/checkpoint.pt", "ungrok/k2/history.json"]
     assert kr.keep(src, dst, unfinished=True) == []                        # nothing new
     (src / "ungrok/k1/checkpoint.pt").write_bytes(b"at 1000")             # the run went on
     os.utime(src / "ungrok/k1/checkpoint.pt", (2e9, 2e9))
@@ -68,6 +70,7 @@ def test_unfinished_checkpoints_are_kept_only_while_their_run_is_unfinished(tmp_
     assert (cache / "net/checkpoint.pt").read_bytes() == b"training"
     kr.keep(src, dst, unfinished=True, prune=True)
     assert not (dst / "ungrok/k1/checkpoint.pt").exists() and (dst / "net/checkpoint.pt").exists()
+    assert (dst / "capped/final.pt").exists() and (cache / "capped/final.pt").exists()   # kept and restored
     (cache / "net/checkpoint.pt").write_bytes(b"further on")             # a live cache's newer checkpoint
     kr.keep(dst, cache, unfinished=True)                                  # is not rolled back
     assert (cache / "net/checkpoint.pt").read_bytes() == b"further on"
@@ -112,10 +115,13 @@ def test_keep_runs_merges_the_caps_index(tmp_path):
     src, dst = tmp_path / "src" / "ungrok" / "caps", tmp_path / "dst" / "ungrok" / "caps"
     src.mkdir(parents=True)
     dst.mkdir(parents=True)
+    (tmp_path / "src" / "caps").mkdir()
+    (tmp_path / "src" / "caps" / "c.json").write_text("[40000]")          # the trained-circuit cache's index
     (src / "a.json").write_text("[30000]")
     (dst / "a.json").write_text("[10000, 100000]")
     (src / "b.json").write_text("[30000]")
     copied = keep_runs.keep(tmp_path / "src", tmp_path / "dst")
     assert json.loads((dst / "a.json").read_text()) == [10000, 30000, 100000]   # union, not overwritten
-    assert json.loads((dst / "b.json").read_text()) == [30000] and len(copied) == 2
+    assert json.loads((dst / "b.json").read_text()) == [30000] and len(copied) == 3
+    assert json.loads((tmp_path / "dst" / "caps" / "c.json").read_text()) == [40000]
     assert keep_runs.keep(tmp_path / "src", tmp_path / "dst") == []             # nothing new
