@@ -86,6 +86,9 @@ def run(protocol: str = typer.Argument(..., help="a protocol name (see `circuits
     if executor not in ("local", "slurm"):
         raise CircuitsError(f"--executor must be local or slurm, got {executor!r}")
     validate_run(cfg, proto)                         # all of it before a run directory is chosen or made
+    if proto.name == "dcrit":
+        from protocols import dcrit as dcrit_module
+        dcrit_module.check_overrides(cfg, list(set_))
     if plan_only:
         typer.echo(sweep_line(cfg, out, workers, executor) if swept else first_line(cfg))
         return
@@ -153,10 +156,10 @@ def plan(cfg) -> str:
     keys = ("sizes", "mem_sizes", "gen_sizes", "seeds", "grok_seeds", "subset_seeds", "coarse_seeds", "weight_decays",
             "method")
     pick = lambda d: ", ".join(f"{k} {v}" for k, v in d.items() if k in keys and (v or k not in ("coarse_seeds", "seeds")))  # noqa: E731
-    method = cfg.params.get("method", "all")                  # dcrit: only the methods it will run
+    method = str(cfg.params.get("method", "all"))             # dcrit: only the methods it will run
     parts = [pick(cfg.params)] + [f"{m}: {pick(cfg.params[m])}" for m in ("sweep", "ungrokking", "efficiency")
                                   if isinstance(cfg.params.get(m), dict) and pick(cfg.params[m])
-                                  and method in ("all", m)]
+                                  and (method == "all" or m in method.split(","))]
     return (f"{cfg.protocol} ({cfg.preset} preset): {shape}, {cfg.optim.name} lr {cfg.optim.lr:g} wd "
             f"{cfg.optim.weight_decay:g}; p = {cfg.task.p}, frac {cfg.task.frac:g}, seeds {cfg.seeds}"
             + "".join(f"; {x}" for x in parts if x))
@@ -207,8 +210,10 @@ def _floats(raw: str, what: str) -> list[float]:
 @app.command()
 def dcrit(p: Optional[int] = typer.Option(None, "--p", help="the modulus p"),
           arch: Optional[str] = ARCH,
-          method: str = typer.Option("all", "--method", help="sweep (from scratch) | ungrokking | efficiency "
-                                     "(the norm crossing) | all (the three side by side)"),
+          method: Optional[str] = typer.Option(None, "--method", help="sweep (from scratch) | ungrokking | efficiency "
+                                               "(the norm crossing) | all (the three side by side) | a comma list "
+                                               "(ungrokking,efficiency); default: the preset's (quick: all; paper, "
+                                               "--p 113: ungrokking,efficiency, as runs from scratch there take hours)"),
           wd: Optional[str] = typer.Option(None, "--wd", help="weight decays, comma-separated (0.3,1,3): one "
                                            "estimate per weight decay, with equal decay budgets"),
           preset: Optional[str] = PRESET,
@@ -222,13 +227,14 @@ def dcrit(p: Optional[int] = typer.Option(None, "--p", help="the modulus p"),
     interval per method; writes figure.png and verdict.json (measured: D_crit per method)."""
     from circuits import api
     from circuits.validate import validate_run
-    if method not in DCRIT_METHODS:
-        hint = did_you_mean(method, DCRIT_METHODS).strip()
-        raise CircuitsError(f"--method must be one of {', '.join(DCRIT_METHODS)}, got {method!r}"
-                            + (f" ({hint})" if hint else ""))
-    overrides = [f"params.method={method}"] + ([f"params.weight_decays={_floats(wd, '--wd')}"] if wd else []) + list(set_)
+    from protocols import dcrit as dcrit_module
+    if method is not None:
+        _check_methods(method)
+    overrides = ([f"params.method={method}"] if method is not None else []) \
+        + ([f"params.weight_decays={_floats(wd, '--wd')}"] if wd else []) + list(set_)
     cfg = api.resolve("dcrit", preset, arch=arch, p=p, seeds=seeds, device=device, overrides=overrides)
     validate_run(cfg)                                # all of it before a run directory is chosen or made
+    dcrit_module.check_overrides(cfg, list(set_))
     if plan_only:
         typer.echo(first_line(cfg))
         return
@@ -242,9 +248,23 @@ def dcrit(p: Optional[int] = typer.Option(None, "--p", help="the modulus p"),
             est = f"{e['D_crit']:.0f} [{ci[0]:.0f}, {ci[1]:.0f}]" if e.get("D_crit") and ci else str(e.get("D_crit"))
             frac = f" = {e['frac']:.3f} p^2" if e.get("frac") else ""
             typer.echo(f"  {name:<11} wd {w:<5} D_crit {est}{frac}  ({e['status']})")
-    if "hysteresis_ratio" in m:
-        typer.echo(f"  ungrokking / sweep = {m['hysteresis_ratio']}; intervals overlap: {m['all_intervals_overlap']}; "
-                   f"ungrokking <= efficiency <= sweep: {m['ordering_holds']}")
+    if "ordering_holds" in m:
+        chain = " <= ".join(x for x in ("ungrokking", "efficiency", "sweep") if x in m.get("methods", {}))
+        ratio = f"ungrokking / sweep = {m['hysteresis_ratio']}; " if "hysteresis_ratio" in m else ""
+        typer.echo(f"  {ratio}intervals overlap: {m['all_intervals_overlap']}; {chain}: {m['ordering_holds']}")
+
+
+def _check_methods(method: str) -> None:
+    """--method: one of DCRIT_METHODS or a comma list of the three (one line, exit 2, else)."""
+    from protocols.dcrit import methods_of
+    try:
+        methods_of({"method": method})
+    except CircuitsError:
+        names = [x.strip() for x in method.split(",")]
+        bad = next((x for x in names if x not in DCRIT_METHODS), method)
+        hint = did_you_mean(bad, DCRIT_METHODS).strip()
+        raise CircuitsError(f"--method must be one of {', '.join(DCRIT_METHODS)} or a comma list of the methods "
+                            f"(ungrokking,efficiency), got {method!r}" + (f" ({hint})" if hint else "")) from None
 
 
 @app.command()

@@ -9,7 +9,10 @@ independent methods side by side (Varma et al. 2023, Sec. 4-5).
               seeds of its fit are (network, subset) pairs); the same fit;
   efficiency  where the C_mem norm-at-fixed-logit line crosses the flat C_gen norm
               (protocols/efficiency.py, params.efficiency);
-  all         the three, their order and the hysteresis ratio ungrokking / sweep.
+  all         the three, their order and the hysteresis ratio ungrokking / sweep;
+  a list      some of them, comma-separated (`ungrokking,efficiency`: the paper preset's default, as
+              runs from scratch at p = 113 need 1e5 steps each): their order, and the hysteresis ratio
+              where both ungrokking and sweep are in it.
 Each estimate carries its uncertainty as circuits/fit.py allows: a 95% bootstrap interval over seeds
 from >= 5 seeds, else a seed range (min..max of per-seed estimates), which is reported and never
 gated on.
@@ -21,11 +24,11 @@ gets the same decay budget lr * wd * steps.
 Claims judged (each in measured.claims; the status combines them):
   estimate    every method yields an estimate (a fit whose accuracy rises by >= criteria.min_rise
               across the sizes; an efficiency crossing);
-  order       (all three methods) ungrokking < efficiency < from scratch at every weight decay (THEORY.md:
+  order       (two methods or more) ungrokking < efficiency < from scratch, for those run, at every weight decay (THEORY.md:
               ungrokking happens at D << D_crit, grokking from scratch needs D > D_crit): with
               intervals on both sides, the intervals apart; otherwise the point estimates more than
               criteria.order_margin apart (relative); inverted beyond that: fails;
-  hysteresis  (all three) ungrokking / from scratch <= criteria.hysteresis_ratio_max (THEORY.md: the
+  hysteresis  (ungrokking and sweep) ungrokking / from scratch <= criteria.hysteresis_ratio_max (THEORY.md: the
               ungrokking threshold is less than half the semi-grokking one);
   weight decay (several weight decays) each method's estimates agree within a ratio
               1 + criteria.wd_rel_tol (circuits.fit.agree: an equivalence test on the intervals with
@@ -55,13 +58,14 @@ from protocols import efficiency, semigrokking, ungrokking
 NAME = "dcrit"
 CLAIM = ("D_crit, where C_mem and C_gen are equally efficient: ungrokking < efficiency < from scratch, "
          "with hysteresis, for any weight decay")
-METHODS = ("sweep", "ungrokking", "efficiency")
+METHODS = ("sweep", "ungrokking", "efficiency")                 # the order they run in
+ORDERED = ("ungrokking", "efficiency", "sweep")                  # the order their D_crit should take
 DEFAULTS = {"method": "all", "weight_decays": None, "workers": None,
             "sweep": {"sizes": [0.2, 0.25, 0.3, 0.35, 0.4, 0.5], "steps": 4000, "eval_every": 50, "n_boot": 200,
                       "stack": None, "seeds": None},
             "ungrokking": {}, "efficiency": {}}
 PARAMS_DOC = {
-    "method": "sweep | ungrokking | efficiency | all",
+    "method": "sweep | ungrokking | efficiency | all | a comma list of them (ungrokking,efficiency)",
     "weight_decays": "weight decays to estimate at (None: the config's; --wd)",
     "workers": "worker processes (None: one per core)",
     "sweep": "the from-scratch sweep: {sizes, steps, eval_every, n_boot, stack (None: stacked on CUDA), "
@@ -79,12 +83,27 @@ CRIT_CLAIM = {"min_rise": ESTIMATE, "order_margin": ORDER, "hysteresis_ratio_max
 
 
 def methods_of(p: dict) -> list[str]:
+    """The methods to run, in METHODS order, from "all", one name or a comma list of names."""
     m = p["method"]
     if m == "all":
         return list(METHODS)
-    if m not in METHODS:
-        raise CircuitsError(f"--method must be sweep, ungrokking, efficiency or all, got {m!r}")
-    return [m]
+    names = [x.strip() for x in m.split(",")] if isinstance(m, str) else []
+    if not names or any(x not in METHODS for x in names) or len(set(names)) < len(names):
+        raise CircuitsError(f"--method must be sweep, ungrokking, efficiency, all or a comma list of them "
+                            f"(ungrokking,efficiency), got {m!r}")
+    return [x for x in METHODS if x in names]
+
+
+def check_overrides(cfg: Config, overrides: list[str]) -> None:
+    """A `--set params.METHOD...` for a method this run does not run would change nothing: refused in
+    one line (the paper preset runs ungrokking and efficiency only, so a sweep setting needs --method)."""
+    methods = methods_of(protocol_fields(cfg.params, DEFAULTS, "params"))
+    for item in overrides:
+        parts = item.split("=", 1)[0].strip().split(".")
+        if len(parts) > 1 and parts[0] == "params" and parts[1] in METHODS and parts[1] not in methods:
+            raise CircuitsError(f"{item.split('=', 1)[0].strip()} is set, but this run does not run the {parts[1]} "
+                                f"method (params.method {cfg.params.get('method')!r}): add --method all or a "
+                                f"list with {parts[1]} in it")
 
 
 def weight_decays(cfg: Config, p: dict) -> list[float]:
@@ -233,11 +252,12 @@ def method_status(method: str, est: dict, crit: dict) -> str:
 
 
 def ordered(ests: dict[str, dict], margin: float = 0.0) -> bool | None:
-    """ungrokking < efficiency < sweep: True if both steps are clearly below (circuits.fit.below: the
-    intervals apart, or point estimates more than `margin` apart), False if either is clearly
-    inverted, else None (an estimate missing, or too close to tell)."""
-    u, e, s = (ests[m]["est"] for m in ("ungrokking", "efficiency", "sweep"))
-    steps = [below(u, e, margin), below(e, s, margin)]
+    """ungrokking < efficiency < sweep, over the methods in ests (two or three): True if every step
+    between neighbours is clearly below (circuits.fit.below: the intervals apart, or point estimates
+    more than `margin` apart), False if any is clearly inverted, else None (an estimate missing, or
+    too close to tell)."""
+    chain = [ests[m]["est"] for m in ORDERED if m in ests]
+    steps = [below(a, b, margin) for a, b in zip(chain, chain[1:])]
     if any(x is False for x in steps):
         return False
     return True if all(x is True for x in steps) else None
@@ -250,9 +270,10 @@ def judge(ests: dict[str, dict[float, dict]], crit: dict) -> dict[str, str]:
     ok = {m: {wd: {"est": e["est"] if method_status(m, e, crit) == "holds" else Estimate(None, e["est"].n_seeds)}
               for wd, e in per_wd.items()} for m, per_wd in ests.items()}
     wds = sorted({wd for per_wd in ests.values() for wd in per_wd})
-    if all(m in ests for m in METHODS):
-        claims[ORDER] = combine([status(ordered({m: ok[m][wd] for m in METHODS}, crit["order_margin"]))
+    if len(ests) > 1:
+        claims[ORDER] = combine([status(ordered({m: ok[m][wd] for m in ests}, crit["order_margin"]))
                                  for wd in wds])
+    if "ungrokking" in ests and "sweep" in ests:
         claims[HYSTERESIS] = combine([status(inside(ratio(ok["ungrokking"][wd]["est"], ok["sweep"][wd]["est"]),
                                                     hi=crit["hysteresis_ratio_max"]))
                                       for wd in wds])
@@ -306,9 +327,10 @@ def summarise(cfg: Config, ests: dict, wds: list[float], crit: dict) -> tuple[di
             measured[f"{method}_weight_decays_agree"] = agree([e["est"] for e in per_wd.values()], crit["wd_rel_tol"])
             measured[f"{method}_weight_decay_ratio"] = max(vals) / min(vals) if all(vals) else None
     first = {m: per_wd[wd0] for m, per_wd in ests.items()}
-    if len(first) == 3:
+    if len(first) > 1:
         measured["ordering_holds"] = ordered(first, crit["order_margin"])
         measured["all_intervals_overlap"] = intervals_overlap([e["ci"] for e in first.values()])   # reported only
+    if "ungrokking" in first and "sweep" in first:
         r = ratio(first["ungrokking"]["est"], first["sweep"]["est"])
         measured["hysteresis_ratio"] = r.value
         measured["hysteresis_ratio_est"] = r.to_dict()

@@ -95,7 +95,14 @@ def test_bad_run_input_is_one_line_exit_2_and_starts_nothing(here, capsys, args,
      "unknown config key 'criteria.min_ris' (did you mean criteria.min_rise?"),
     (["dcrit", "--wd", "inf"], "--wd expects finite numbers"),
     (["dcrit", "--method", "sweeps"],
-     "--method must be one of sweep, ungrokking, efficiency, all, got 'sweeps' (did you mean sweep?)"),
+     "--method must be one of sweep, ungrokking, efficiency, all or a comma list of the methods "
+     "(ungrokking,efficiency), got 'sweeps' (did you mean sweep?)"),
+    (["dcrit", "--method", "ungrokking,efficency"],
+     "--method must be one of sweep, ungrokking, efficiency, all or a comma list of the methods "
+     "(ungrokking,efficiency), got 'ungrokking,efficency' (did you mean efficiency?)"),
+    (["dcrit", "--method", "sweep,sweep"],
+     "--method must be one of sweep, ungrokking, efficiency, all or a comma list of the methods "
+     "(ungrokking,efficiency), got 'sweep,sweep'"),
     (["dcrit", "--p", "100003"], "inputs, more than the 50,000,000"),
     # ranges (a protocol's own validate): a size that would have been clamped or trained on every pair
     (["run", "ungrokking", "--p", "113", "--set", "params.sizes=[5000]"],
@@ -113,7 +120,13 @@ def test_bad_run_input_is_one_line_exit_2_and_starts_nothing(here, capsys, args,
     (["run", "semigrokking", "--set", "params.sizes=[1.0]"], "params.sizes: size 1.0 gives 2209 inputs; it must give 1 to 2208"),
     (["run", "semigrokking", "--set", "params.multipliers=[0]"], "params.multipliers must be > 0, got 0"),
     (["run", "data-efficiency", "--set", "params.fracs=[1.0]"], "params.fracs: size 1.0 gives 2209 inputs"),
-    (["dcrit", "--p", "113", "--set", "params.sweep.sizes=[99999]"], "params.sweep.sizes: size 99999 gives 99999 inputs"),
+    (["dcrit", "--p", "113", "--method", "all", "--set", "params.sweep.sizes=[99999]"],
+     "params.sweep.sizes: size 99999 gives 99999 inputs"),
+    (["dcrit", "--p", "113", "--set", "params.sweep.seeds=[1]"],      # the paper preset runs no sweep unless asked
+     "params.sweep.seeds is set, but this run does not run the sweep method (params.method 'ungrokking,efficiency'): "
+     "add --method all or a list with sweep in it"),
+    (["run", "dcrit", "--set", "params.method=sweep", "--set", "params.efficiency.steps=10"],
+     "params.efficiency.steps is set, but this run does not run the efficiency method"),
     (["dcrit", "--p", "113", "--set", "params.ungrokking.sizes=[5000]"], "params.ungrokking.sizes: size 5000 gives 5000"),
     (["dcrit", "--set", "params.efficiency.gen_sizes=[0]"], "params.efficiency.gen_sizes: a size must be > 0"),
 ])

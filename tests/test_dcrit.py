@@ -114,6 +114,26 @@ def test_method_order_and_status():
     assert dcrit.method_status("sweep", _est(5000), dcrit.CRITERIA) == "inconclusive"  # beyond the sizes
 
 
+def test_some_methods_are_judged_on_the_order_of_those_run():
+    """`--method ungrokking,efficiency` (the paper preset's default): the order between the two is
+    judged and can fail; hysteresis needs the sweep, so it is not judged without it."""
+    crit = dcrit.CRITERIA
+    two = {"ungrokking": {1.0: _est(600, (580, 640))}, "efficiency": {1.0: _est(780, (740, 810))}}
+    claims = dcrit.judge(two, crit)
+    assert claims[dcrit.ORDER] == "holds" and dcrit.HYSTERESIS not in claims
+    two["efficiency"] = {1.0: _est(500, (470, 530))}                     # the efficiency crossing below ungrokking
+    assert dcrit.judge(two, crit)[dcrit.ORDER] == "fails"
+    with_sweep = {"ungrokking": {1.0: _est(600, (580, 640))}, "sweep": {1.0: _est(1000, (900, 1100))}}
+    claims = dcrit.judge(with_sweep, crit)
+    assert claims[dcrit.ORDER] == "holds" and claims[dcrit.HYSTERESIS] == "fails"   # 0.6 > 0.5
+    assert dcrit.ORDER not in dcrit.judge({"ungrokking": two["ungrokking"]}, crit)
+    assert dcrit.methods_of({"method": "efficiency, ungrokking"}) == ["ungrokking", "efficiency"]
+    assert dcrit.methods_of({"method": "all"}) == ["sweep", "ungrokking", "efficiency"]
+    for bad in ("ungrokking,", "sweep,sweep", "ungrokking,guess", ""):
+        with pytest.raises(CircuitsError, match="--method must be"):
+            dcrit.methods_of({"method": bad})
+
+
 def test_weight_decays_and_methods_are_checked():
     cfg = api.resolve("dcrit", "quick")
     assert dcrit.weight_decays(cfg, {"weight_decays": None}) == [1.0]
@@ -138,7 +158,7 @@ def test_the_sweep_runs_its_own_seeds_and_the_other_methods_keep_the_configs():
     assert {j.seed for j in dcrit.sweep_jobs(full, protocol_fields(full.params, dcrit.DEFAULTS, "params"), 1.0)} \
         == {0, 1, 2, 3, 4}
     with pytest.raises(CircuitsError, match="params.sweep.seeds must not repeat"):
-        validate_run(api.resolve("dcrit", "paper", overrides=["params.sweep.seeds=[1,1]"]))
+        validate_run(api.resolve("dcrit", "paper", overrides=["params.method=all", "params.sweep.seeds=[1,1]"]))
 
 
 TINY = ["model.d_model=16", "model.d_mlp=32", "task.p=13", "seeds=[0,1]"]
