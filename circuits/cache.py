@@ -235,21 +235,31 @@ def _entry(path: Path) -> dict | None:
 
 
 def _continue_from(other: Config, cfg: Config, seed: int, stop_name: str, key: str, model, data, folder: Path) -> None:
-    """Write, as this run's checkpoint, the final state of the same run under the smaller cap of
-    `other`, if that file is whole and is that run's (its fingerprint)."""
+    """This run's checkpoint from the final state of the same run under the smaller cap of `other`."""
     cap, src = other.train.steps, entry_path(other, seed, stop_name).parent / FINAL
     fp = functools.partial(checkpoint_fingerprint, model, data, cfg.optim, seed=seed)
+    continue_checkpoint(src, fp(other.train, [Phase(cap)], extra={"cache": src.parent.name}), cap,
+                        folder / "checkpoint.pt", fp(cfg.train, [Phase(cfg.train.steps)], extra={"cache": key}),
+                        f"{src.parent.name} from its {cap}-step cap to {cfg.train.steps} steps")
+
+
+def continue_checkpoint(src: Path, src_fingerprint: str, cap: int, dst: Path, dst_fingerprint: str, said: str) -> bool:
+    """Write at dst, as the checkpoint of a one-phase run under a larger cap, the final state at src
+    of the same run that hit cap `cap` (an evaluation step), if src is whole and that run's (its
+    fingerprint): circuits.train then resumes it at step `cap`, as an unbroken run would be there.
+    Says `continuing {said}` on stderr; False (nothing written) where src cannot be used."""
     try:
         ck = load_torch(src)
     except (OSError, CircuitsError):
-        return
-    if not isinstance(ck, dict) or ck.get("fingerprint") != fp(other.train, [Phase(cap)], extra={"cache": src.parent.name}):
-        return
+        return False
+    if not isinstance(ck, dict) or ck.get("fingerprint") != src_fingerprint or ck.get("result", {}).get("step") != cap:
+        return False
     ck["pos"] = {**ck["pos"], "phase": 0, "phase_step": cap}
-    ck["fingerprint"] = fp(cfg.train, [Phase(cfg.train.steps)], extra={"cache": key})
-    save_torch(folder / "checkpoint.pt", ck)
-    print(f"circuits: continuing {src.parent.name} from its {cap}-step cap to {cfg.train.steps} steps",
-          file=sys.stderr, flush=True)
+    ck["fingerprint"] = dst_fingerprint
+    Path(dst).parent.mkdir(parents=True, exist_ok=True)
+    save_torch(dst, ck)
+    print(f"circuits: continuing {said}", file=sys.stderr, flush=True)
+    return True
 
 
 def prestack(runs: list[tuple[Config, int, Callable | None, str]], bar: Bar | None = None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 from circuits.config import Config
@@ -14,7 +15,8 @@ from circuits.parallel import pmap
 from circuits.progress import Bar
 from circuits.store import is_locked, load_torch, read_json, write_json
 from circuits.tasks import nested_subset, sizes_from
-from circuits.train import Phase, train
+from circuits.cache import continue_checkpoint
+from circuits.train import Phase, checkpoint_fingerprint, train
 
 
 @dataclass
@@ -60,8 +62,17 @@ def ungrok(job: Job) -> list[dict]:
     model.load_state_dict(load_torch(job.model_path)["model"])
     sub = nested_subset(data.train_idx, job.size, job.subset_seed)
     tcfg = replace(cfg.train, steps=job.steps, eval_every=job.eval_every)
-    res = train(model, data, cfg.optim, tcfg, phases=[Phase(job.steps, train_idx=sub, weight_decay=job.weight_decay,
-                                                            fresh_optimizer=True)],
+
+    def phase(steps: int) -> Phase:
+        return Phase(steps, train_idx=sub, weight_decay=job.weight_decay, fresh_optimizer=True)
+
+    start = capped_start(job)
+    if start is not None and not Path(job.checkpoint).exists():      # continue where it hit a smaller cap
+        cap, ck = start
+        fp = partial(checkpoint_fingerprint, model, data, cfg.optim, seed=job.subset_seed)
+        continue_checkpoint(Path(ck), fp(replace(tcfg, steps=cap), [phase(cap)]), cap, Path(job.checkpoint),
+                            fp(tcfg, [phase(job.steps)]), f"{job.name} from its {cap}-step cap to {job.steps} steps")
+    res = train(model, data, cfg.optim, tcfg, phases=[phase(job.steps)],
                 stop=settle_rule(job), checkpoint=job.checkpoint, seed=job.subset_seed,
                 progress=live_progress(None, job.live))
     if record_path(job):
@@ -82,6 +93,27 @@ def recorded(job: Job) -> list[dict] | None:
         if hist is not None:
             return hist
     return None
+
+
+def capped_start(job: Job) -> tuple[int, str] | None:
+    """(cap, checkpoint) of the same run under the largest smaller cap that it hit (its record: run
+    to that cap, an evaluation step), its final checkpoint kept: this run continues from there.
+    None: it starts at step 0 (or from its own checkpoint)."""
+    best = None
+    for cap, ck in job.other_caps:
+        rec = read_record(record_path(replace(job, checkpoint=ck)), job.name)
+        hit = rec is not None and rec[1] == "done" and bool(rec[0]) and rec[0][-1]["step"] == cap
+        if hit and cap < job.steps and cap % job.eval_every == 0 and Path(ck).exists() and (best is None or cap > best[0]):
+            best = (cap, ck)
+    return best
+
+
+def steps_to_train(job: Job) -> int:
+    """The steps the job still has to train at most (for a time bound; 0: a record decides it)."""
+    if recorded(job) is not None:
+        return 0
+    start = capped_start(job)
+    return job.steps - (start[0] if start is not None else 0)
 
 
 def known_caps(job: Job) -> list[int]:

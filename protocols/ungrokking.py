@@ -48,7 +48,7 @@ from circuits.fit import Estimate, agree, fit_transition, inside, intervals_over
 from circuits.store import cache_dir, config_hash
 from circuits.tasks import n_inputs
 from circuits.validate import check_at_least, check_seed_list, check_sizes, need
-from protocols.subset_runs import Job, bracket, known_caps, network_of, planned, record_path, recorded, run_jobs, settle_params, subset_size, ungrok  # noqa: F401 (Job, bracket, record_path, ungrok: used via this module)
+from protocols.subset_runs import Job, bracket, known_caps, network_of, planned, record_path, recorded, run_jobs, steps_to_train, settle_params, subset_size, ungrok  # noqa: F401 (Job, bracket, record_path, ungrok: used via this module)
 
 NAME = "ungrokking"
 CLAIM = ("a grokked network trained on D' << D_crit loses test accuracy while train accuracy stays 1; "
@@ -372,4 +372,4 @@ def budget(cfg: Config) -> list[tuple[int, int, int]]:
     _, grok = grokked_rule(crit["pretrain_test_acc"])
     plan = [(n_train, left, 1) for seed in cfg.seeds if (left := steps_left(cfg, seed, grok))]
     jobs = [j for seed in cfg.seeds for j in jobs_for(cfg, seed, entry_path(cfg, seed, grok), n_train)]
-    return plan + [(j.size, j.steps, workers) for j in planned(jobs, p, crit) if recorded(j) is None]
+    return plan + [(j.size, left, workers) for j in planned(jobs, p, crit) if (left := steps_to_train(j))]

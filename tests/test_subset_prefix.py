@@ -128,3 +128,23 @@ def test_a_cache_it_cannot_write_is_read_without_its_caps_index(tmp_path):
     j = sr.Job(None, 0, "", size=12, subset_seed=1, weight_decay=1.0, steps=40, eval_every=10,
                checkpoint=str(folder / "checkpoint.pt"), caps_index=str(tmp_path / "caps" / "x.json"))
     assert sr.recorded(j) == [{"step": 20}] and sr.known_caps(j) == []
+
+
+def test_a_run_that_hit_a_smaller_cap_continues_from_its_checkpoint(grokked, tmp_path, capsys):
+    """The same subset run asked for under a larger cap starts from the smaller cap's final
+    checkpoint, not step 0, and ends as the run trained unbroken to the larger cap."""
+    cfg, path = grokked
+    unbroken = sr.ungrok(job(cfg, path, tmp_path / "unbroken", 90))
+    short = job(cfg, path, tmp_path / "short", 40)
+    h_short = sr.ungrok(short)
+    up = job(cfg, path, tmp_path / "up", 90, other=short)
+    assert sr.steps_to_train(up) == 50 and sr.steps_to_train(short) == 0
+    capsys.readouterr()
+    h_up = sr.ungrok(up)
+    assert f"continuing {up.name} from its 40-step cap to 90 steps" in capsys.readouterr().err
+    assert h_up[: len(h_short)] == h_short                              # wall times too: read, not trained
+    assert _rows(h_up) == _rows(unbroken)
+    off = job(cfg, path, tmp_path / "off", 35)                          # a cap between evaluations: from step 0
+    sr.ungrok(off)
+    up2 = job(cfg, path, tmp_path / "up2", 90, other=off)
+    assert sr.steps_to_train(up2) == 90 and _rows(sr.ungrok(up2)) == _rows(unbroken)
