@@ -64,14 +64,15 @@ def sweep_bound(cfgs: list[Config], module, workers: int) -> float | None:
     if not hasattr(module, "budget"):
         return None
     threads, memo = max(1, (os.cpu_count() or 1) // workers), {}        # the points mostly share a step shape
-    return sum(plan_seconds(c, module.budget(c), threads, memo) for c in cfgs) / max(1, workers)
+    return makespan([plan_seconds(c, module.budget(c), threads, memo) for c in cfgs], workers)
 
 
 def plan_seconds(cfg: Config, plan: list[tuple[int, int, int]], threads: int | None = None,
                  memo: dict | None = None) -> float:
     """Seconds for plan's steps: the step time measured for each worker count on the threads such a
     worker gets (with `threads`: the whole plan in one process on that many), interpolated linearly
-    in the batch between the plan's smallest and largest, the runs of each count spread over it.
+    in the batch between the plan's smallest and largest, the runs of each count spread over it
+    (`makespan`).
     memo keeps the step times measured (`measured`) for the next call."""
     if not plan:
         return 0.0                                  # everything it needs is in the cache
@@ -85,7 +86,15 @@ def plan_seconds(cfg: Config, plan: list[tuple[int, int, int]], threads: int | N
         t_lo = measured(cfg, lo, t, memo)
         t_hi = measured(cfg, hi, t, memo) if hi != lo else t_lo
         per[workers] = (lambda n, a=t_lo, b=t_hi: a + (b - a) * (n - lo) / (hi - lo) if hi != lo else a)
-    return sum(per[workers](n) * steps / max(1, workers) for n, steps, workers in plan)
+    return sum(makespan([per[w](n) * steps for n, steps, w_ in plan if w_ == w], w) for w in per)
+
+
+def makespan(seconds: list[float], workers: int) -> float:
+    """At most how long runs of these durations take on `workers` processes, each taking the next
+    run when it is free: sum / workers + (1 - 1 / workers) x the longest (Graham's bound), so one
+    long run is never counted as spread over several processes."""
+    w = max(1, workers)
+    return sum(seconds) / w + (1 - 1 / w) * max(seconds, default=0.0)
 
 
 def measured(cfg: Config, n: int, threads: int | None, memo: dict) -> float:

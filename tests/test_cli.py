@@ -140,8 +140,11 @@ def test_the_first_line_says_what_will_train_and_bounds_the_time(tmp_path, capsy
     assert sorted({n for n, _, _ in plan[1:]}) == [390, 490, 616, 774, 973, 1222, 1494]
     assert all(steps == 30000 and w >= 1 for _, steps, w in plan[1:])
     monkeypatch.setattr(estimate, "step_seconds", lambda c, n, threads=None: 0.001 * n / 100)   # 1 ms per 100 examples
-    want = sum(0.001 * n / 100 * steps / w for n, steps, w in plan)
+    runs = {w: [0.001 * n / 100 * steps for n, steps, w_ in plan if w_ == w] for _, _, w in plan}
+    want = sum(sum(t) / w + (1 - 1 / w) * max(t) for w, t in runs.items())     # estimate.makespan
     assert estimate.upper_bound(cfg, module) == pytest.approx(want)
+    assert estimate.makespan([60.0], 2) == 60.0                  # one run is not spread over two processes
+    assert 20.0 <= estimate.makespan([10.0] * 4, 2) <= 25.0 and estimate.makespan([], 2) == 0.0
     monkeypatch.setenv("CIRCUITS_CACHE", str(tmp_path / "cache"))
     grok = cache.entry_path(cfg, 0, module.grokked_rule(0.99)[1])               # a grokked network in the cache
     grok.parent.mkdir(parents=True)
