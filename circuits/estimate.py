@@ -16,17 +16,19 @@ import torch.nn.functional as F
 
 from circuits.config import Config
 from circuits.experiment import build, torch_threads
-from circuits.train import make_optimizer
+from circuits.train import make_optimizer, resolve_device
 
 TIMED_STEPS = 3
 
 
 def step_seconds(cfg: Config, n: int, threads: int | None = None) -> float:
-    """Seconds per full-batch training step of cfg's model on n examples, measured here (on `threads`
-    torch threads; default: the config's)."""
+    """Seconds per full-batch training step of cfg's model on n examples, measured here on the device
+    the run will train on (train.device; on a CPU with `threads` torch threads, default: the config's)."""
+    device = resolve_device(cfg.train.device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     with torch_threads(cfg.train.threads if threads is None else threads):
-        model, data = build(cfg, 0, "cpu")
-        idx = data.train_idx[:n] if n <= len(data.train_idx) else torch.randint(len(data.tokens), (n,))
+        model, data = build(cfg, 0, device)
+        idx = data.train_idx[:n] if n <= len(data.train_idx) else torch.randint(len(data.tokens), (n,), device=device)
         x, y = data.tokens[idx], data.labels[idx]                          # [n, n_ctx], [n]
         opt = make_optimizer(model.parameters(), cfg.optim, cfg.optim.weight_decay, cfg.optim.lr)
         loss_dtype = getattr(torch, cfg.train.loss_dtype)
@@ -38,9 +40,11 @@ def step_seconds(cfg: Config, n: int, threads: int | None = None) -> float:
             opt.step()
 
         step()                                                             # warm-up
+        sync()
         t = time.perf_counter()
         for _ in range(TIMED_STEPS):
             step()
+        sync()
         return (time.perf_counter() - t) / TIMED_STEPS
 
 
@@ -100,7 +104,7 @@ def makespan(seconds: list[float], workers: int) -> float:
 def measured(cfg: Config, n: int, threads: int | None, memo: dict) -> float:
     """step_seconds, measured once per step shape (model, task shape, optimiser, batch, threads) in memo."""
     t = cfg.task
-    key = (repr(cfg.model), t.op, t.p, t.k, t.layout, cfg.optim.name, cfg.train.loss_dtype, n, threads)
+    key = (repr(cfg.model), t.op, t.p, t.k, t.layout, cfg.optim.name, cfg.train.loss_dtype, cfg.train.device, n, threads)
     if key not in memo:
         memo[key] = step_seconds(cfg, n, threads)
     return memo[key]
