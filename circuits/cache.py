@@ -26,7 +26,6 @@ import inspect
 import sys
 import textwrap
 from pathlib import Path
-from typing import Callable
 
 from circuits import experiment
 from circuits.config import Config, to_dict
@@ -262,24 +261,23 @@ def continue_checkpoint(src: Path, src_fingerprint: str, cap: int, dst: Path, ds
     return True
 
 
-def prestack(runs: list[tuple[Config, int, Callable | None, str]], bar: Bar | None = None,
-             max_members: int = 64) -> int:
-    """Train the runs (cfg, seed, stop, stop_name) that can share a stacked model (circuits.stack:
+def prestack(runs: list[tuple], bar: Bar | None = None, max_members: int = 64) -> int:
+    """Train the runs (cfg, seed, stop, stop_name[, live: a CSV for its rows]) that can share a stacked model (circuits.stack:
     the GPU lever) as stacked groups, straight into their cache entries; `trained` then reads them
     back. A run already in the cache, part-trained (its checkpoint resumes on its own), decided or
     continued from another step cap (`other_caps`) or being trained by another process is left out,
     as is one stack_key refuses. Each entry's lock is
-    held while its group trains; a killed group leaves the earlier groups' entries whole.
-    Returns how many runs it trained."""
+    held while its group trains; a killed group leaves the earlier groups' entries whole. A run's
+    rows go to its live CSV once its group has trained (not as they come). Returns how many runs it trained."""
     from circuits import stack
 
     groups: dict = {}
-    for cfg, seed, stop, name in runs:
+    for cfg, seed, stop, name, *live in runs:
         key = cache_key(cfg, seed, name)
         folder, shape = cache_dir() / key, stack.stack_key(cfg)
         if shape is not None and not (folder / "model.pt").exists() and not (folder / "checkpoint.pt").exists() \
                 and other_caps(cfg, seed, name) == (None, None):            # else read or continued by `trained`
-            groups.setdefault(shape, []).append((cfg, seed, stop, name, folder, key))
+            groups.setdefault(shape, []).append((cfg, seed, stop, name, folder, key, (live or [None])[0]))
     done, total = 0, sum(map(len, groups.values()))
     for members in groups.values():
         for i in range(0, len(members), max_members):
@@ -293,8 +291,12 @@ def prestack(runs: list[tuple[Config, int, Callable | None, str]], bar: Bar | No
                     built = [build(cfg, seed, device) for cfg, seed, *_ in chunk]
                     results = stack.train_stacked([m for m, _ in built], [d for _, d in built], [m[0] for m in chunk],
                                                   [m[2] for m in chunk], device)
-                for (cfg, seed, _, name, folder, key), (model, _), result in zip(chunk, built, results):
+                for (cfg, seed, _, name, folder, key, live), (model, _), result in zip(chunk, built, results):
                     _write_entry(cfg, seed, name, key, model, result, folder)
+                    if live:
+                        rows = experiment.LiveMetrics(Path(live))
+                        for row in result.history:
+                            rows.add(row)
                 done += len(chunk)
             if bar is not None:
                 bar(done, total)

@@ -189,7 +189,7 @@ def run_scratch(jobs: list[Job], workers: int | None, label: str, stack: bool | 
         stack = bool(jobs) and resolve_device(jobs[0].cfg.train.device).type == "cuda"
     if stack:
         sbar = Bar(f"{label}: stacked runs from scratch")
-        prestack([(j.cfg, j.seed, *stop_rule(j.cfg)) for j in jobs], sbar)
+        prestack([(j.cfg, j.seed, *stop_rule(j.cfg), j.live) for j in jobs], sbar)
         sbar.close()
     bar = Bar(f"{label}: {len(jobs)} runs from scratch")
     hists = pmap(scratch, jobs, workers, on_done=bar)

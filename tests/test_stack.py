@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -113,10 +115,13 @@ def test_runs_from_scratch_stacked_into_the_cache_are_the_separate_runs(tmp_path
     from protocols import semigrokking
 
     monkeypatch.setenv("CIRCUITS_CACHE", str(tmp_path / "stacked"))
-    jobs = _scratch_jobs()
-    assert prestack([(j.cfg, j.seed, *semigrokking.stop_rule(j.cfg)) for j in jobs]) == 4
+    jobs = semigrokking.live_to(_scratch_jobs(), tmp_path / "live")
+    assert prestack([(j.cfg, j.seed, *semigrokking.stop_rule(j.cfg), j.live) for j in jobs]) == 4
     assert all(semigrokking.entry(j).exists() for j in jobs)
     stacked = semigrokking.run_scratch(jobs, 1, "stacked", stack=True)      # all read back: nothing left to stack
+    for j, h in zip(jobs, stacked):                                         # each run's rows in its live CSV
+        lines = Path(j.live).read_text().splitlines()
+        assert len(lines) == 1 + len(h) and lines[1].startswith("0,") and lines[-1].startswith(f"{h[-1]['step']},")
     monkeypatch.setenv("CIRCUITS_CACHE", str(tmp_path / "separate"))
     separate = semigrokking.run_scratch(_scratch_jobs(), 1, "separate")
     for a_hist, b_hist in zip(stacked, separate):
