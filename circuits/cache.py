@@ -94,7 +94,7 @@ def read_entry(path: Path, model) -> Result | None:
     except CorruptFile as e:
         print(f"circuits: {e}; training it again", file=sys.stderr, flush=True)
         return None
-    if not isinstance(entry, dict) or entry.get("format") != CACHE_FORMAT or entry.get("code") != code_fingerprint():
+    if not _current(entry):
         return None
     try:
         model.load_state_dict(entry["model"])
@@ -200,10 +200,10 @@ def other_caps(cfg: Config, seed: int, stop_name: str) -> tuple[dict | None, Con
     (FINAL: weights, optimiser, generators) kept, is this run up to that cap."""
     steps, every = cfg.train.steps, cfg.train.eval_every
     start = None
-    for cap in sorted(known_caps(cfg, seed, stop_name)):
+    for cap in sorted(c for c in known_caps(cfg, seed, stop_name) if c != steps):
         other = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=cap))
         path = entry_path(other, seed, stop_name)
-        entry = _entry(path) if cap != steps else None
+        entry = _entry(path)
         if entry is None:
             continue
         result = Result(**entry["result"])
@@ -224,13 +224,17 @@ def steps_left(cfg: Config, seed: int, stop_name: str) -> int:
 
 
 def _entry(path: Path) -> dict | None:
-    """The raw cache entry at path if it is one of this format and code (else None)."""
+    """The raw cache entry at path if it is one of this format and code (else None, quietly)."""
     try:
         entry = load_torch(path)
     except (OSError, CircuitsError):
         return None
-    ok = isinstance(entry, dict) and entry.get("format") == CACHE_FORMAT and entry.get("code") == code_fingerprint()
-    return entry if ok and "result" in entry and "model" in entry else None
+    return entry if _current(entry) and "result" in entry and "model" in entry else None
+
+
+def _current(entry) -> bool:
+    """Is this loaded entry one of this entry format and training code?"""
+    return isinstance(entry, dict) and entry.get("format") == CACHE_FORMAT and entry.get("code") == code_fingerprint()
 
 
 def _continue_from(other: Config, cfg: Config, seed: int, stop_name: str, key: str, model, data, folder: Path) -> None:
@@ -262,13 +266,13 @@ def continue_checkpoint(src: Path, src_fingerprint: str, cap: int, dst: Path, ds
 
 
 def prestack(runs: list[tuple], bar: Bar | None = None, max_members: int = 64) -> int:
-    """Train the runs (cfg, seed, stop, stop_name[, live: a CSV for its rows]) that can share a stacked model (circuits.stack:
-    the GPU lever) as stacked groups, straight into their cache entries; `trained` then reads them
-    back. A run already in the cache, part-trained (its checkpoint resumes on its own), decided or
-    continued from another step cap (`other_caps`) or being trained by another process is left out,
-    as is one stack_key refuses. Each entry's lock is
+    """Train the runs (cfg, seed, stop, stop_name[, live: a CSV for its rows]) that can share a
+    stacked model (circuits.stack: the GPU lever) as stacked groups, straight into their cache
+    entries; `trained` then reads them back. A run already in the cache, part-trained (its
+    checkpoint resumes on its own), decided or continued from another step cap (`other_caps`) or
+    being trained by another process is left out, as is one stack_key refuses. Each entry's lock is
     held while its group trains; a killed group leaves the earlier groups' entries whole. A run's
-    rows go to its live CSV once its group has trained (not as they come). Returns how many runs it trained."""
+    rows go to its live CSV once its group has trained (not as they come). Returns how many it trained."""
     from circuits import stack
 
     groups: dict = {}

@@ -86,9 +86,7 @@ def run(protocol: str = typer.Argument(..., help="a protocol name (see `circuits
     if executor not in ("local", "slurm"):
         raise CircuitsError(f"--executor must be local or slurm, got {executor!r}")
     validate_run(cfg, proto)                         # all of it before a run directory is chosen or made
-    if proto.name == "dcrit":
-        from protocols import dcrit as dcrit_module
-        dcrit_module.check_overrides(cfg, list(set_))
+    check_overrides(proto.module, cfg, list(set_))
     if plan_only:
         typer.echo(sweep_line(cfg, out, workers, executor) if swept else first_line(cfg))
         return
@@ -156,10 +154,12 @@ def plan(cfg) -> str:
     keys = ("sizes", "mem_sizes", "gen_sizes", "seeds", "grok_seeds", "subset_seeds", "coarse_seeds", "weight_decays",
             "method")
     pick = lambda d: ", ".join(f"{k} {v}" for k, v in d.items() if k in keys and (v or k not in ("coarse_seeds", "seeds")))  # noqa: E731
-    method = str(cfg.params.get("method", "all"))             # dcrit: only the methods it will run
-    parts = [pick(cfg.params)] + [f"{m}: {pick(cfg.params[m])}" for m in ("sweep", "ungrokking", "efficiency")
-                                  if isinstance(cfg.params.get(m), dict) and pick(cfg.params[m])
-                                  and (method == "all" or m in method.split(","))]
+    methods = ("sweep", "ungrokking", "efficiency")
+    if "method" in cfg.params:                                # dcrit: only the methods it will run
+        from protocols.dcrit import methods_of
+        methods = methods_of(cfg.params)
+    parts = [pick(cfg.params)] + [f"{m}: {pick(cfg.params[m])}" for m in methods
+                                  if isinstance(cfg.params.get(m), dict) and pick(cfg.params[m])]
     return (f"{cfg.protocol} ({cfg.preset} preset): {shape}, {cfg.optim.name} lr {cfg.optim.lr:g} wd "
             f"{cfg.optim.weight_decay:g}; p = {cfg.task.p}, frac {cfg.task.frac:g}, seeds {cfg.seeds}"
             + "".join(f"; {x}" for x in parts if x))
@@ -227,14 +227,13 @@ def dcrit(p: Optional[int] = typer.Option(None, "--p", help="the modulus p"),
     interval per method; writes figure.png and verdict.json (measured: D_crit per method)."""
     from circuits import api
     from circuits.validate import validate_run
-    from protocols import dcrit as dcrit_module
     if method is not None:
         _check_methods(method)
     overrides = ([f"params.method={method}"] if method is not None else []) \
         + ([f"params.weight_decays={_floats(wd, '--wd')}"] if wd else []) + list(set_)
     cfg = api.resolve("dcrit", preset, arch=arch, p=p, seeds=seeds, device=device, overrides=overrides)
     validate_run(cfg)                                # all of it before a run directory is chosen or made
-    dcrit_module.check_overrides(cfg, list(set_))
+    check_overrides(registry.get("dcrit").module, cfg, list(set_))
     if plan_only:
         typer.echo(first_line(cfg))
         return
@@ -252,6 +251,14 @@ def dcrit(p: Optional[int] = typer.Option(None, "--p", help="the modulus p"),
         chain = " <= ".join(x for x in ("ungrokking", "efficiency", "sweep") if x in m.get("methods", {}))
         ratio = f"ungrokking / sweep = {m['hysteresis_ratio']}; " if "hysteresis_ratio" in m else ""
         typer.echo(f"  {ratio}intervals overlap: {m['all_intervals_overlap']}; {chain}: {m['ordering_holds']}")
+
+
+def check_overrides(module, cfg, overrides: list[str]) -> None:
+    """A protocol's own check of the --set overrides against the resolved config (`check_overrides`
+    in its module: dcrit refuses a setting for a method it will not run); one line, exit 2."""
+    hook = getattr(module, "check_overrides", None)
+    if hook is not None:
+        hook(cfg, overrides)
 
 
 def _check_methods(method: str) -> None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
+from circuits.cache import continue_checkpoint
 from circuits.config import Config
 from circuits.detect import settle_stop, settle_window
 from circuits.experiment import build, live_progress, setup
@@ -15,7 +16,6 @@ from circuits.parallel import pmap
 from circuits.progress import Bar
 from circuits.store import is_locked, load_torch, read_json, write_json
 from circuits.tasks import nested_subset, sizes_from
-from circuits.cache import continue_checkpoint
 from circuits.train import Phase, checkpoint_fingerprint, train
 
 
